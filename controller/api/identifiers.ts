@@ -11,8 +11,12 @@ export const SQL_IDENTIFIER = "^[A-Za-z_][A-Za-z0-9_]{0,62}$";
 /** A table reference: `table` or `schema.table`, each part a SQL_IDENTIFIER. */
 export const SQL_TABLE = "^[A-Za-z_][A-Za-z0-9_]{0,62}(\\.[A-Za-z_][A-Za-z0-9_]{0,62})?$";
 
-/** A Kafka topic name: letters, digits, '.', '_' and '-', 1–249 chars, not '.' or '..'. */
-export const KAFKA_TOPIC = "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,249}$";
+/**
+ * A Kafka topic name: letters, digits, '.', '_' and '-', 1–249 chars, not starting with '.' (which
+ * also rules out Kafka's reserved '.' and '..'). The patterns avoid look-arounds: the API server
+ * evaluates them with Go's RE2, which has none.
+ */
+export const KAFKA_TOPIC = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,248}$";
 
 /** A Kubernetes object name (DNS-1123 subdomain), as used for Secret references. */
 export const DNS1123_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -21,7 +25,8 @@ export const DNS1123_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a
  * A five-field cron expression (minute hour day-of-month month day-of-week) or a @-macro. The
  * pattern only admits the characters and shape; the controller parses it for real.
  */
-export const CRON = "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|([0-9A-Za-z*/,?LW#-]+\\s+){4}[0-9A-Za-z*/,?LW#-]+)$";
+export const CRON =
+  "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|([0-9A-Za-z*/,?#-]+[ \\t]+){4}[0-9A-Za-z*/,?#-]+)$";
 
 export const sqlIdentifierRe = new RegExp(SQL_IDENTIFIER);
 export const sqlTableRe = new RegExp(SQL_TABLE);

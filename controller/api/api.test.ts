@@ -1,0 +1,102 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  baseJob,
+  EXAMPLE_FILES,
+  INJECTION_ATTEMPTS,
+  INVALID_CASES,
+  loadYaml,
+} from "../../test/support/manifests.ts";
+import { toStructural } from "./crd.ts";
+import { CRD_DIR, renderCrds } from "./generate.ts";
+import { quoteIdent, quoteTable } from "./identifiers.ts";
+import { validateManifest, validateSyncJob } from "./validate.ts";
+
+describe("examples", () => {
+  it.each(EXAMPLE_FILES)("%s is valid", (file) => {
+    for (const manifest of loadYaml(file)) {
+      const result = validateManifest(manifest);
+      expect(result.ok ? [] : result.errors).toEqual([]);
+    }
+  });
+
+  it("fills defaults the way the API server does", () => {
+    const result = validateSyncJob(baseJob());
+    if (!result.ok) throw new Error(JSON.stringify(result.errors));
+    expect(result.value.spec.priority).toBe(0);
+    expect(result.value.spec.successfulRunsHistoryLimit).toBe(3);
+    expect(result.value.spec.source.sql?.connectionSecretRef.key).toBe("url");
+  });
+});
+
+describe("invalid manifests", () => {
+  it("the table has at least 20 distinct cases", () => {
+    expect(new Set(INVALID_CASES.map((c) => c.name)).size).toBeGreaterThanOrEqual(20);
+  });
+
+  it.each(INVALID_CASES.map((c) => [c.name, c] as const))("%s is rejected naming its field", (_name, c) => {
+    const result = validateManifest(c.manifest);
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.errors.map((e) => e.field)).toContainEqual(expect.stringContaining(c.field));
+  });
+});
+
+describe("identifier injection", () => {
+  it.each(INJECTION_ATTEMPTS.map((a) => [JSON.stringify(a), a]))("%s is rejected", (_label, attempt) => {
+    const asTable = baseJob();
+    (asTable.spec as { target: { sql: { table: string } } }).target.sql.table = attempt;
+    const asKey = baseJob();
+    (asKey.spec as { target: { sql: { keyColumns: string[] } } }).target.sql.keyColumns = [attempt];
+    expect(validateSyncJob(asTable).ok).toBe(false);
+    expect(validateSyncJob(asKey).ok).toBe(false);
+    expect(() => quoteTable(attempt)).toThrow(/invalid SQL table reference/);
+    expect(() => quoteIdent(attempt)).toThrow(/invalid SQL identifier/);
+  });
+
+  it("quotes what it admits", () => {
+    expect(quoteTable("analytics.orders")).toBe('"analytics"."orders"');
+    expect(quoteIdent("Order_ID")).toBe('"Order_ID"');
+  });
+});
+
+describe("CRDs", () => {
+  it("committed crds/ match the zod schemas (run 'npm run generate' after changing them)", () => {
+    for (const { file, yaml } of renderCrds()) {
+      expect(readFileSync(join(CRD_DIR, file), "utf8"), file).toBe(yaml);
+    }
+  });
+
+  it("structural conversion drops closed-object markers and keeps maps", () => {
+    const out = toStructural({
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        labels: {
+          type: "object",
+          additionalProperties: { type: "string" },
+          propertyNames: { pattern: "^[a-z]+$" },
+        },
+        n: { type: "integer", minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER },
+      },
+    });
+    expect(out).toEqual({
+      type: "object",
+      properties: {
+        labels: {
+          type: "object",
+          additionalProperties: { type: "string" },
+          "x-kubernetes-validations": [
+            { rule: 'self.all(k, k.matches("^[a-z]+$"))', message: "keys must match ^[a-z]+$" },
+          ],
+        },
+        n: { type: "integer" },
+      },
+    });
+  });
+
+  it("refuses unions, which a structural schema cannot express", () => {
+    expect(() => toStructural({ anyOf: [{ type: "string" }, { type: "integer" }] })).toThrow(/structural/);
+  });
+});

@@ -1,0 +1,94 @@
+import { z } from "zod";
+import { API_VERSION, Conditions, objectName } from "./common.ts";
+import { ObjectMeta } from "./syncjob.ts";
+
+export const RunType = z.enum(["Batch", "Realtime", "Compensation", "Validation", "ShadowFill", "Swap"]);
+export type RunType = z.infer<typeof RunType>;
+
+export const SyncRunSpec = z
+  .strictObject({
+    jobName: objectName.describe("The SyncJob (same namespace) this run executes."),
+    type: RunType.default("Batch").describe("Batch, Realtime, Compensation, Validation, ShadowFill or Swap."),
+    trigger: z
+      .enum(["Schedule", "Manual", "Stream", "Controller"])
+      .default("Manual")
+      .describe(
+        "What started the run: Schedule, Manual (kubectl create or an annotation), Stream or Controller.",
+      ),
+    incremental: z
+      .boolean()
+      .optional()
+      .describe("Copy only rows changed since the last successful run (SQL sources with a cursorColumn)."),
+    priority: z
+      .int()
+      .min(-1000)
+      .max(1000)
+      .optional()
+      .describe("Overrides the job's priority for queue order."),
+  })
+  .describe("One execution of a SyncJob.");
+export type SyncRunSpec = z.infer<typeof SyncRunSpec>;
+
+export const RunPhase = z.enum([
+  "Pending",
+  "Queued",
+  "Running",
+  "Succeeded",
+  "Failed",
+  "Cancelled",
+  "Skipped",
+]);
+export type RunPhase = z.infer<typeof RunPhase>;
+
+export const SyncRunStatus = z
+  .strictObject({
+    observedGeneration: z.int().min(0).optional(),
+    phase: RunPhase.optional().describe("Pending, Queued, Running, Succeeded, Failed, Cancelled or Skipped."),
+    conditions: Conditions.optional(),
+    queueReason: z
+      .string()
+      .max(1024)
+      .optional()
+      .describe("Why the run waits, e.g. '3/3 running in namespace payments'."),
+    admittedAt: z.string().max(64).optional(),
+    startTime: z.string().max(64).optional(),
+    completionTime: z
+      .string()
+      .max(64)
+      .optional()
+      .describe("When the run finished; TTL clean-up counts from here."),
+    executor: z
+      .strictObject({
+        kind: z.enum(["InProcess", "ChildProcess", "Job"]),
+        jobName: objectName.optional().describe("The batch/v1 Job, for the Job executor."),
+      })
+      .optional(),
+    attempts: z.int().min(0).optional(),
+    rowsRead: z.int().min(0).optional(),
+    rowsWritten: z.int().min(0).optional(),
+    rowsRejected: z.int().min(0).optional().describe("Malformed records set aside in the dead-letter topic."),
+    rowsBuffered: z.int().min(0).optional(),
+    cursor: z.string().max(1024).optional().describe("High-water mark of an incremental run."),
+    validation: z
+      .strictObject({
+        result: z.enum(["Passed", "Failed"]),
+        sourceRows: z.int().min(0),
+        targetRows: z.int().min(0),
+        sourceChecksum: z.string().max(64),
+        targetChecksum: z.string().max(64),
+      })
+      .optional(),
+    lineageRunId: z.string().max(64).optional().describe("OpenLineage runId of this run."),
+    message: z.string().max(32768).optional(),
+  })
+  .describe("What happened to the run.");
+export type SyncRunStatus = z.infer<typeof SyncRunStatus>;
+
+export const SyncRun = z.strictObject({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal("SyncRun"),
+  metadata: ObjectMeta,
+  spec: SyncRunSpec,
+  status: SyncRunStatus.optional(),
+});
+export type SyncRun = z.infer<typeof SyncRun>;
