@@ -1,0 +1,31 @@
+import { readFileSync } from "node:fs";
+import { parseAllDocuments } from "yaml";
+import { describeErrors, validateManifest } from "./validate.ts";
+
+/** Validates every document of every file; prints one line per document; true when all are valid. */
+export function validateFiles(files: string[], print: (line: string) => void): boolean {
+  let allValid = true;
+  for (const file of files) {
+    const docs = parseAllDocuments(readFileSync(file, "utf8"));
+    docs.forEach((doc, i) => {
+      if (doc.errors.length > 0) {
+        allValid = false;
+        print(`${file}#${i + 1}: not YAML: ${doc.errors[0]?.message}`);
+        return;
+      }
+      const manifest = doc.toJS() as {
+        kind?: string;
+        metadata?: { name?: string; generateName?: string };
+      } | null;
+      if (manifest === null) return;
+      const name = `${manifest.kind ?? "?"}/${manifest.metadata?.name ?? manifest.metadata?.generateName ?? "?"}`;
+      const result = validateManifest(manifest);
+      if (result.ok) print(`${file}#${i + 1} ${name}: valid`);
+      else {
+        allValid = false;
+        print(`${file}#${i + 1} ${name}: ${describeErrors(result.errors)}`);
+      }
+    });
+  }
+  return allValid;
+}
