@@ -138,19 +138,19 @@ describe("decideAdmissions", () => {
           if (!startedNow) return;
           // Each newly admitted run saw room under every limit; so the final counts are within limits
           // unless they were already over before (running runs are never evicted by limits).
-          const before = (f: (r: { namespace: string; target: string }) => boolean) =>
+          const runningBefore = (f: (r: { namespace: string; target: string }) => boolean) =>
             running.filter(f).length;
           expect(after.length).toBeLessThanOrEqual(
             Math.max(
               l.glob,
-              before(() => true),
+              runningBefore(() => true),
             ),
           );
           for (const ns of ["a", "b", "c"]) {
             expect(count((r) => r.namespace === ns)).toBeLessThanOrEqual(
               Math.max(
                 l.ns,
-                before((r) => r.namespace === ns),
+                runningBefore((r) => r.namespace === ns),
               ),
             );
           }
@@ -158,7 +158,7 @@ describe("decideAdmissions", () => {
             expect(count((r) => r.target === t)).toBeLessThanOrEqual(
               Math.max(
                 l.tgt,
-                before((r) => r.target === t),
+                runningBefore((r) => r.target === t),
               ),
             );
           }
