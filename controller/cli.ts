@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+/**
+ * The syncgov command line: the controller itself, the runner, and the tools platform teams use
+ * (policy tests and exports, approvals, CRD generation).
+ */
+import { Command, InvalidArgumentError } from "commander";
+
+const program = new Command()
+  .name("syncgov")
+  .description("Govern data-sync jobs on Kubernetes with policy as code.")
+  .showHelpAfterError();
+
+function intOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a whole number");
+  return n;
+}
+
+program
+  .command("controller")
+  .description("Run the controller: informers, leader election, reconcilers, HTTP endpoints.")
+  .option(
+    "--kubeconfig <path>",
+    "kubeconfig file (default: in-cluster, then KUBECONFIG, then ~/.kube/config)",
+  )
+  .option("--http-port <port>", "port of /healthz, /readyz, /metrics and /api/registry", intOption, 8080)
+  .option("--workers <n>", "concurrent reconciles", intOption, 4)
+  .option("--lease-namespace <ns>", "namespace of the leader-election Lease", "syncgov-system")
+  .option("--lease-name <name>", "name of the leader-election Lease", "syncgov-controller")
+  .option("--lease-duration <s>", "leader lease duration in seconds", intOption, 15)
+  .option("--renew-deadline <s>", "leader renew deadline in seconds", intOption, 10)
+  .option("--retry-period <s>", "leader retry period in seconds", intOption, 2)
+  .option("--identity <id>", "leader-election identity (default: hostname and pid)")
+  .action(async (opts) => {
+    const { runController } = await import("./manager.ts");
+    await runController(opts);
+  });
+
+program
+  .command("generate-crds")
+  .description("Write the CustomResourceDefinitions generated from the zod schemas into crds/.")
+  .action(async () => {
+    const { writeCrds } = await import("./api/generate.ts");
+    const changed = writeCrds();
+    console.log(changed.length ? `wrote ${changed.join(", ")}` : "crds/ is up to date");
+  });
+
+program
+  .command("validate")
+  .description("Validate SyncJob, SyncRun and SyncPolicy manifests (YAML, several documents per file).")
+  .argument("<files...>", "manifest files")
+  .action(async (files: string[]) => {
+    const { validateFiles } = await import("./api/validate-files.ts");
+    process.exitCode = validateFiles(files, console.log) ? 0 : 1;
+  });
+
+await program.parseAsync(process.argv);

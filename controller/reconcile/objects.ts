@@ -1,0 +1,77 @@
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { GROUP, VERSION } from "../api/common.ts";
+import type { ResourceType } from "../kube/resource.ts";
+import { countByKindAndPhase, countRunningRuns } from "../registry/indexes.ts";
+import { type IndexDefinition, Registry, type RegistryEntry, registryKey } from "../registry/registry.ts";
+
+export const SYNCJOBS: ResourceType = {
+  group: GROUP,
+  version: VERSION,
+  plural: "syncjobs",
+  namespaced: true,
+};
+export const SYNCRUNS: ResourceType = {
+  group: GROUP,
+  version: VERSION,
+  plural: "syncruns",
+  namespaced: true,
+};
+export const SYNCPOLICIES: ResourceType = {
+  group: GROUP,
+  version: VERSION,
+  plural: "syncpolicies",
+  namespaced: false,
+};
+export const NAMESPACES: ResourceType = { group: "", version: "v1", plural: "namespaces", namespaced: false };
+
+export type StoredKind = "SyncJob" | "SyncRun" | "SyncPolicy" | "Namespace";
+
+/**
+ * What the registry holds for each Kubernetes object: the object as the API server returned it, and
+ * the few fields the indexes and the scheduler read, lifted out once when the object is stored.
+ */
+export interface StoredObject extends RegistryEntry {
+  readonly kind: StoredKind;
+  readonly namespace?: string | undefined;
+  readonly name: string;
+  readonly resourceVersion?: string | undefined;
+  readonly object: KubernetesObject;
+  /** status.phase */
+  readonly phase?: string | undefined;
+  /** For SyncRuns holding a concurrency slot: the target they write to (status.target). */
+  readonly target?: string | undefined;
+}
+
+/** Run phases that hold a concurrency slot. */
+export const ACTIVE_RUN_PHASES: ReadonlySet<string> = new Set(["Running"]);
+
+export function stored(kind: StoredKind, object: KubernetesObject): StoredObject {
+  const status = (object as { status?: { phase?: string; target?: string } }).status;
+  return {
+    kind,
+    namespace: object.metadata?.namespace || undefined,
+    name: object.metadata?.name ?? "",
+    resourceVersion: object.metadata?.resourceVersion,
+    object,
+    phase: status?.phase,
+    target: status?.target,
+  };
+}
+
+export function keyOf(kind: StoredKind, namespace: string | undefined, name: string): string {
+  return registryKey({ kind, namespace, name });
+}
+
+export const REGISTRY_INDEXES: readonly IndexDefinition<StoredObject>[] = [
+  countByKindAndPhase<StoredObject>((e) => e.phase),
+  ...countRunningRuns<StoredObject>({
+    isRunning: (e) => e.kind === "SyncRun" && e.phase !== undefined && ACTIVE_RUN_PHASES.has(e.phase),
+    targetKeyOf: (e) => e.target,
+  }),
+];
+
+export function newRegistry(options: { tombstoneTtlMs?: number } = {}): Registry<StoredObject> {
+  return new Registry<StoredObject>({ indexes: REGISTRY_INDEXES, ...options });
+}
+
+export type SyncRegistry = Registry<StoredObject>;
