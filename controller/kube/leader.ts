@@ -1,0 +1,335 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import {
+  CoordinationV1Api,
+  type KubeConfig,
+  type V1Lease,
+  type V1LeaseSpec,
+  V1MicroTime,
+} from "@kubernetes/client-node";
+import { abortable, isConflict, isNotFound } from "./resource.ts";
+
+/** The fields of a Lease that leader election reads (times as the API server sends them). */
+export interface LeaseRecord {
+  holderIdentity?: string;
+  leaseDurationSeconds?: number;
+  acquireTime?: string | Date;
+  renewTime?: string | Date;
+  leaseTransitions?: number;
+}
+
+/**
+ * Whether another candidate holds the lease and it has not expired. As in client-go, expiry is
+ * judged on the local clock only: the lease is expired when its record has not changed for its
+ * duration since this candidate first observed that record. Comparing the holder's renewTime with
+ * the local wall clock would trust two clocks to agree.
+ */
+export function heldByOther(
+  record: LeaseRecord,
+  identity: string,
+  observedAtMs: number,
+  nowMs: number,
+  defaultDurationSeconds: number,
+): boolean {
+  const holder = record.holderIdentity ?? "";
+  if (holder === "" || holder === identity) return false;
+  const durationMs = (record.leaseDurationSeconds ?? defaultDurationSeconds) * 1000;
+  return observedAtMs + durationMs > nowMs;
+}
+
+/**
+ * The spec that takes or renews the lease for `identity`: a renewal keeps acquireTime and the
+ * transition count, a takeover restarts acquireTime and counts one more transition.
+ */
+export function claimedLease(
+  current: LeaseRecord | undefined,
+  identity: string,
+  now: Date,
+  leaseDurationSeconds: number,
+): V1LeaseSpec {
+  const renewing = current?.holderIdentity === identity && current.acquireTime !== undefined;
+  const at = new V1MicroTime(now.getTime());
+  return {
+    holderIdentity: identity,
+    leaseDurationSeconds,
+    acquireTime: renewing ? microTime(current.acquireTime!) : at,
+    renewTime: at,
+    leaseTransitions: renewing ? (current.leaseTransitions ?? 0) : (current?.leaseTransitions ?? -1) + 1,
+  };
+}
+
+/**
+ * The spec a leader writes when it steps down on purpose (client-go's release): no holder and a
+ * one-second duration, so that the next candidate takes over at its next try.
+ */
+export function releasedLease(current: LeaseRecord | undefined, now: Date): V1LeaseSpec {
+  const at = new V1MicroTime(now.getTime());
+  return {
+    holderIdentity: "",
+    leaseDurationSeconds: 1,
+    acquireTime: at,
+    renewTime: at,
+    leaseTransitions: current?.leaseTransitions ?? 0,
+  };
+}
+
+/**
+ * Lease times are MicroTime ("…05.123456Z"); client-node 2.x hands them back as strings and only
+ * writes the microsecond form for V1MicroTime instances (a plain Date is rejected by the server).
+ */
+function microTime(value: string | Date): V1MicroTime {
+  return new V1MicroTime(value instanceof Date ? value.getTime() : Date.parse(value));
+}
+
+function sameRecord(a: LeaseRecord | undefined, b: LeaseRecord | undefined): boolean {
+  const text = (t: string | Date | undefined) => (t === undefined ? "" : new Date(t).getTime());
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    (a.holderIdentity ?? "") === (b.holderIdentity ?? "") &&
+    a.leaseDurationSeconds === b.leaseDurationSeconds &&
+    text(a.acquireTime) === text(b.acquireTime) &&
+    text(a.renewTime) === text(b.renewTime) &&
+    (a.leaseTransitions ?? 0) === (b.leaseTransitions ?? 0)
+  );
+}
+
+export interface LeaderElectorOptions {
+  kubeConfig: KubeConfig;
+  /** The Lease object: coordination.k8s.io/v1 in this namespace, with this name. */
+  namespace: string;
+  name: string;
+  /** Unique per candidate. Default: hostname, pid and a random suffix. */
+  identity?: string;
+  /** How long a lease holds without renewal before others may take it. Default 15 s. */
+  leaseDurationMs?: number;
+  /** How long the leader keeps trying to renew before it steps down. Default 10 s. */
+  renewDeadlineMs?: number;
+  /** Pause between attempts to acquire or renew. Default 2 s. */
+  retryPeriodMs?: number;
+  /** Whether stop() hands the lease over at once (empty holder) instead of letting it expire. Default true. */
+  releaseOnStop?: boolean;
+  /**
+   * Called when this candidate becomes leader. `signal` aborts when leadership ends; the work it
+   * starts must stop then, because another candidate may already lead.
+   */
+  onStartedLeading(signal: AbortSignal): void | Promise<void>;
+  /** Called once leadership has ended (after the lease was released, if it is). */
+  onStoppedLeading?(): void;
+  /** Called when the observed holder changes to a non-empty identity (this one included). */
+  onNewLeader?(identity: string): void;
+  /** Failed Lease calls, for logs; election carries on. */
+  onError?(error: unknown): void;
+}
+
+/**
+ * Lease-based leader election, after client-go's leaderelection package: a candidate acquires the
+ * Lease when it is free or expired, the leader renews it every retryPeriod and steps down when no
+ * renewal has succeeded for renewDeadline. Updates carry the resourceVersion that was read, so
+ * of two candidates racing for one Lease exactly one wins; the other gets 409 Conflict.
+ *
+ * run() resolves when leadership is lost or stop() is called. A process that lost leadership
+ * usually exits (as controller-runtime does); run() may also simply be called again.
+ */
+export class LeaderElector {
+  readonly identity: string;
+  readonly #options: LeaderElectorOptions;
+  readonly #api: CoordinationV1Api;
+  readonly #leaseDurationMs: number;
+  readonly #renewDeadlineMs: number;
+  readonly #retryPeriodMs: number;
+  #stopped = new AbortController();
+  #running: Promise<void> | undefined;
+  #leading = false;
+  #observed: LeaseRecord | undefined;
+  #observedAt = 0;
+  /** The Lease as last read or written, for its resourceVersion. */
+  #lease: V1Lease | undefined;
+  #leader: string | undefined;
+
+  constructor(options: LeaderElectorOptions) {
+    this.#options = options;
+    this.identity = options.identity ?? `${hostname()}_${process.pid}_${randomBytes(3).toString("hex")}`;
+    this.#leaseDurationMs = options.leaseDurationMs ?? 15_000;
+    this.#renewDeadlineMs = options.renewDeadlineMs ?? 10_000;
+    this.#retryPeriodMs = options.retryPeriodMs ?? 2_000;
+    if (this.#leaseDurationMs <= this.#renewDeadlineMs) {
+      throw new Error("leaseDuration must be longer than renewDeadline");
+    }
+    if (this.#renewDeadlineMs <= this.#retryPeriodMs * 1.2) {
+      throw new Error("renewDeadline must be longer than 1.2 × retryPeriod");
+    }
+    this.#api = options.kubeConfig.makeApiClient(CoordinationV1Api);
+  }
+
+  isLeader(): boolean {
+    return this.#leading;
+  }
+
+  /** The holder this candidate last observed (undefined if none). */
+  leader(): string | undefined {
+    return this.#leader;
+  }
+
+  /** Campaigns, then leads until leadership is lost or stop() is called. */
+  run(): Promise<void> {
+    if (this.#running) throw new Error("leader election is already running");
+    if (this.#stopped.signal.aborted) this.#stopped = new AbortController();
+    this.#running = this.#campaign().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  /** Ends the campaign or leadership; releases the lease first unless releaseOnStop is false. */
+  async stop(): Promise<void> {
+    this.#stopped.abort();
+    await this.#running;
+  }
+
+  async #campaign(): Promise<void> {
+    const stopped = this.#stopped.signal;
+    while (!stopped.aborted) {
+      if (await this.#tryAcquireOrRenew(this.#retryPeriodMs)) break;
+      await sleep(this.#retryPeriodMs * (1 + Math.random() * 0.2), stopped);
+    }
+    if (stopped.aborted) {
+      // stop() may have come while an attempt that won the lease was in flight.
+      if (this.#options.releaseOnStop ?? true) await this.#release();
+      return;
+    }
+
+    this.#leading = true;
+    const leadership = new AbortController();
+    try {
+      const started = this.#options.onStartedLeading(leadership.signal);
+      if (started instanceof Promise) started.catch((error: unknown) => this.#report(error));
+    } catch (error) {
+      this.#report(error);
+    }
+
+    let lastRenew = performance.now();
+    while (!stopped.aborted) {
+      await sleep(this.#retryPeriodMs, stopped);
+      if (stopped.aborted) break;
+      const remaining = this.#renewDeadlineMs - (performance.now() - lastRenew);
+      if (remaining > 0 && (await this.#tryAcquireOrRenew(remaining))) {
+        lastRenew = performance.now();
+      } else if (performance.now() - lastRenew >= this.#renewDeadlineMs) {
+        break;
+      }
+    }
+
+    this.#leading = false;
+    leadership.abort();
+    if (stopped.aborted && (this.#options.releaseOnStop ?? true)) await this.#release();
+    try {
+      this.#options.onStoppedLeading?.();
+    } catch (error) {
+      this.#report(error);
+    }
+  }
+
+  /** One attempt (client-go's tryAcquireOrRenew); false when another holds the lease or a call fails. */
+  async #tryAcquireOrRenew(timeoutMs: number): Promise<boolean> {
+    const deadline = AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs)));
+    const options = abortable(AbortSignal.any([this.#stopped.signal, deadline]));
+    const { namespace, name } = this.#options;
+    // The Lease stores whole seconds.
+    const durationSeconds = Math.ceil(this.#leaseDurationMs / 1000);
+    try {
+      let lease: V1Lease;
+      try {
+        lease = await this.#api.readNamespacedLease({ namespace, name }, options);
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+        const spec = claimedLease(undefined, this.identity, new Date(), durationSeconds);
+        this.#lease = await this.#api.createNamespacedLease(
+          { namespace, body: { metadata: { namespace, name }, spec } },
+          options,
+        );
+        this.#observe(spec);
+        return true;
+      }
+      const record: LeaseRecord = lease.spec ?? {};
+      if (!sameRecord(record, this.#observed)) this.#observe(record);
+      this.#lease = lease;
+      if (heldByOther(record, this.identity, this.#observedAt, performance.now(), durationSeconds)) {
+        return false;
+      }
+      const spec = claimedLease(record, this.identity, new Date(), durationSeconds);
+      this.#lease = await this.#api.replaceNamespacedLease(
+        { namespace, name, body: { ...lease, spec } },
+        options,
+      );
+      this.#observe(spec);
+      return true;
+    } catch (error) {
+      // 409: another candidate wrote the Lease since it was read; it won this round.
+      if (!isConflict(error) && !this.#stopped.signal.aborted) this.#report(error);
+      return false;
+    }
+  }
+
+  async #release(): Promise<void> {
+    const { namespace, name } = this.#options;
+    const options = abortable(AbortSignal.timeout(Math.ceil(this.#renewDeadlineMs)));
+    let lease = this.#lease;
+    // Twice at most: a renewal cut short by stop() may have landed after all, making the
+    // resourceVersion at hand stale; the Lease is then read again and released if still ours.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        if (attempt > 0) lease = await this.#api.readNamespacedLease({ namespace, name }, options);
+        if (!lease || lease.spec?.holderIdentity !== this.identity) return;
+        this.#lease = await this.#api.replaceNamespacedLease(
+          { namespace, name, body: { ...lease, spec: releasedLease(lease.spec, new Date()) } },
+          options,
+        );
+        this.#observe(this.#lease.spec ?? {});
+        return;
+      } catch (error) {
+        if (!isConflict(error)) {
+          this.#report(error);
+          return;
+        }
+      }
+    }
+  }
+
+  #observe(record: LeaseRecord): void {
+    this.#observed = record;
+    this.#observedAt = performance.now();
+    const holder = record.holderIdentity || undefined;
+    if (holder !== this.#leader) {
+      this.#leader = holder;
+      if (holder) {
+        try {
+          this.#options.onNewLeader?.(holder);
+        } catch (error) {
+          this.#report(error);
+        }
+      }
+    }
+  }
+
+  #report(error: unknown): void {
+    try {
+      this.#options.onError?.(error);
+    } catch {
+      // Reporting is for logs only.
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

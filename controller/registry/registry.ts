@@ -1,0 +1,740 @@
+import { type EditToken, IdSet, type IdSetEditor, newEditToken } from "./id-trie.ts";
+import { KeySpace, PersistentMap, type PersistentMapEditor } from "./persistent-map.ts";
+import { compareResourceVersions } from "./resource-version.ts";
+
+/**
+ * The job registry: every SyncJob, SyncRun and SyncPolicy the controller knows, plus derived counts,
+ * as a sequence of immutable versioned snapshots.
+ *
+ * - `snapshot()` returns the current snapshot: no lock, no await, no copy. A snapshot never changes,
+ *   whatever commits land after it was taken, so a reader may hold it across awaits.
+ * - Writers edit a draft built on one snapshot and publish it with one reference swap. `commit`
+ *   publishes only if the registry is still at the draft's base version (compare-and-swap);
+ *   `update` re-reads and retries on conflict; `applyBatch` commits a burst of watch events as one
+ *   version.
+ * - Entries are deep-frozen when stored (objects that are already frozen are taken as deeply frozen),
+ *   so nothing reachable from a snapshot can be mutated; to change an entry, store a new object.
+ * - A delete leaves a tombstone for `tombstoneTtlMs`; an upsert that is not newer than the tombstone
+ *   is ignored, so a late watch event cannot resurrect a deleted object (see resource-version.ts for
+ *   how versions are compared).
+ */
+
+/** What the registry needs to know about a stored object. */
+export interface RegistryEntry {
+  readonly kind: string;
+  /** Absent (or empty) for cluster-scoped objects. */
+  readonly namespace?: string | undefined;
+  readonly name: string;
+  readonly resourceVersion?: string | undefined;
+}
+
+export interface ObjectRef {
+  readonly kind: string;
+  readonly namespace?: string | undefined;
+  readonly name: string;
+}
+
+/** `Kind/namespace/name`, or `Kind/name` for cluster-scoped objects. */
+export function registryKey(ref: ObjectRef): string {
+  return ref.namespace ? `${ref.kind}/${ref.namespace}/${ref.name}` : `${ref.kind}/${ref.name}`;
+}
+
+/**
+ * A derived index: the registry keeps, per key, the number of entries whose `keysOf` contains it,
+ * updated in the same commit as the entries. `keysOf` must be a pure function of the entry (it is
+ * called again on the old entry when it is replaced) and should return distinct keys.
+ */
+export interface IndexDefinition<E> {
+  readonly name: string;
+  keysOf(entry: E): readonly string[];
+}
+
+export interface Tombstone {
+  /** The deleted object's last known resourceVersion, if any. */
+  readonly resourceVersion: string | undefined;
+  readonly deletedAt: number;
+  readonly expiresAt: number;
+}
+
+/** Read access shared by snapshots and drafts. */
+export interface RegistryView<E extends RegistryEntry> {
+  /** The version of the snapshot (for a draft: of the snapshot it was built on). */
+  readonly version: number;
+  /** Number of stored entries. */
+  readonly size: number;
+  get(key: string): E | undefined;
+  has(key: string): boolean;
+  /** Entries of one kind, optionally in one namespace. */
+  ofKind(kind: string, namespace?: string): Iterable<E>;
+  /** Entries of every kind in one namespace. */
+  inNamespace(namespace: string): Iterable<E>;
+  /** The count of an index key (0 when absent); throws for an unknown index name. */
+  count(index: string, key: string): number;
+  /** Every non-zero count of an index. */
+  counts(index: string): ReadonlyMap<string, number>;
+  /** The tombstone of a deleted key, expired or not (expired ones await the sweep). */
+  tombstone(key: string): Tombstone | undefined;
+  readonly tombstoneCount: number;
+  [Symbol.iterator](): Iterator<E>;
+}
+
+/** An immutable, versioned view of the registry (frozen: no property can be set or added). */
+export interface RegistrySnapshot<E extends RegistryEntry> extends RegistryView<E> {
+  /** Keys interned by the registry's key space (a memory gauge; bounded by compaction). */
+  readonly internedKeyCount: number;
+}
+
+export type UpsertOutcome = "created" | "updated" | "unchanged" | "stale";
+export type DeleteOutcome = "deleted" | "absent" | "stale";
+
+/**
+ * The writable next version. Reads see the draft's own writes. A draft lives for one commit
+ * attempt: any use after it was committed or discarded throws.
+ */
+export interface RegistryDraft<E extends RegistryEntry> extends RegistryView<E> {
+  readonly base: RegistrySnapshot<E>;
+  /**
+   * Stores entry under its key (deep-freezing it). Returns "stale" and changes nothing when the key
+   * holds a newer resourceVersion, or has an unexpired tombstone the entry is not newer than.
+   */
+  upsert(entry: E): UpsertOutcome;
+  /**
+   * Removes an entry and records a tombstone. Given the deleted object, its resourceVersion goes into
+   * the tombstone, and a delete older than the stored entry is "stale"; given a key, the stored
+   * entry's resourceVersion is used. A delete of an absent key still records the tombstone.
+   */
+  delete(target: string | E): DeleteOutcome;
+}
+
+/** A Kubernetes watch event (DELETED carries the object's final state). */
+export interface RegistryEvent<E extends RegistryEntry> {
+  readonly type: "ADDED" | "MODIFIED" | "DELETED";
+  readonly object: E;
+}
+
+export interface RegistryConflict {
+  readonly baseVersion: number;
+  readonly currentVersion: number;
+}
+
+export type CommitResult<E extends RegistryEntry, R> =
+  | { readonly ok: true; readonly snapshot: RegistrySnapshot<E>; readonly value: R }
+  | { readonly ok: false; readonly conflict: RegistryConflict };
+
+export interface BatchResult<E extends RegistryEntry> {
+  readonly snapshot: RegistrySnapshot<E>;
+  readonly applied: number;
+  readonly stale: number;
+}
+
+export class RegistryConflictError extends Error {
+  readonly attempts: number;
+  constructor(attempts: number, conflict: RegistryConflict) {
+    super(
+      `registry update gave up after ${attempts} attempts: last draft was built on version ` +
+        `${conflict.baseVersion}, registry was at ${conflict.currentVersion}`,
+    );
+    this.name = "RegistryConflictError";
+    this.attempts = attempts;
+  }
+}
+
+export interface RegistryOptions<E extends RegistryEntry> {
+  readonly indexes?: readonly IndexDefinition<E>[];
+  /** How long a tombstone keeps late events out. Default 5 minutes. */
+  readonly tombstoneTtlMs?: number;
+  /** Clock for tombstones, in milliseconds. Default Date.now. */
+  readonly now?: () => number;
+  /** Attempts `update` makes before throwing RegistryConflictError. Default 10. */
+  readonly maxUpdateAttempts?: number;
+}
+
+const DEFAULT_TOMBSTONE_TTL_MS = 5 * 60_000;
+const DEFAULT_MAX_UPDATE_ATTEMPTS = 10;
+/** The key space is rebuilt when dead ids exceed live ones by this much (see PersistentMap). */
+const COMPACTION_SLACK = 1024;
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+interface IndexChange {
+  readonly position: number;
+  readonly before: readonly string[];
+  readonly after: readonly string[];
+}
+
+interface Config<E extends RegistryEntry> {
+  readonly indexes: readonly IndexDefinition<E>[];
+  readonly indexPositions: ReadonlyMap<string, number>;
+  readonly tombstoneTtlMs: number;
+  readonly now: () => number;
+}
+
+/** The persistent parts of one version; every field is immutable and shared between versions. */
+interface State<E extends RegistryEntry> {
+  readonly entries: PersistentMap<E>;
+  /** Shares the key space of `entries`. */
+  readonly tombstones: PersistentMap<Tombstone>;
+  /** Group key (see groupKeysOf) -> ids of the entries in it. */
+  readonly groups: PersistentMap<IdSet>;
+  /** One count map per index, in the order of Config.indexes. */
+  readonly counts: readonly PersistentMap<number>[];
+}
+
+/** Group keys: `Kind`, `Kind/namespace` and `/namespace` (kinds, namespaces and names hold no '/'). */
+function groupKeysOf(entry: RegistryEntry): readonly string[] {
+  return entry.namespace
+    ? [entry.kind, `${entry.kind}/${entry.namespace}`, `/${entry.namespace}`]
+    : [entry.kind];
+}
+
+function isBadNamePart(part: unknown): boolean {
+  return typeof part !== "string" || part === "" || part.includes("/");
+}
+
+function validateIdentity(entry: RegistryEntry): void {
+  const { kind, namespace, name } = entry;
+  if (
+    isBadNamePart(kind) ||
+    isBadNamePart(name) ||
+    (namespace !== undefined && namespace !== "" && isBadNamePart(namespace))
+  ) {
+    throw new TypeError(
+      `registry entries need a kind and name (and optional namespace) without '/': ${JSON.stringify([entry.kind, entry.namespace, entry.name])}`,
+    );
+  }
+}
+
+/** Freezes a value and everything reachable from it; an already frozen object is taken as deeply frozen. */
+function deepFreeze(value: object): void {
+  if (Object.isFrozen(value) || ArrayBuffer.isView(value)) return;
+  Object.freeze(value);
+  const children = Object.values(value);
+  for (let i = 0; i < children.length; i++) {
+    const child: unknown = children[i];
+    if (typeof child === "object" && child !== null) deepFreeze(child);
+  }
+}
+
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function isExpired(tombstone: Tombstone, now: number): boolean {
+  return now >= tombstone.expiresAt;
+}
+
+function positionOf(config: Config<RegistryEntry>, index: string): number {
+  const position = config.indexPositions.get(index);
+  if (position === undefined) throw new Error(`unknown registry index ${JSON.stringify(index)}`);
+  return position;
+}
+
+class Snapshot<E extends RegistryEntry> implements RegistrySnapshot<E> {
+  readonly version: number;
+  readonly #state: State<E>;
+  readonly #config: Config<E>;
+
+  constructor(version: number, state: State<E>, config: Config<E>) {
+    this.version = version;
+    this.#state = state;
+    this.#config = config;
+    Object.freeze(this);
+  }
+
+  /** Internal: the state a draft starts from. Not part of RegistrySnapshot. */
+  static stateOf<E extends RegistryEntry>(snapshot: Snapshot<E>): State<E> {
+    return snapshot.#state;
+  }
+
+  get size(): number {
+    return this.#state.entries.size;
+  }
+
+  get tombstoneCount(): number {
+    return this.#state.tombstones.size;
+  }
+
+  get internedKeyCount(): number {
+    return this.#state.entries.keySpace.size;
+  }
+
+  get(key: string): E | undefined {
+    return this.#state.entries.get(key);
+  }
+
+  has(key: string): boolean {
+    return this.#state.entries.get(key) !== undefined;
+  }
+
+  ofKind(kind: string, namespace?: string): Iterable<E> {
+    return this.#group(namespace ? `${kind}/${namespace}` : kind);
+  }
+
+  inNamespace(namespace: string): Iterable<E> {
+    return this.#group(`/${namespace}`);
+  }
+
+  *#group(groupKey: string): Generator<E> {
+    const ids = this.#state.groups.get(groupKey);
+    if (ids === undefined) return;
+    const entries = this.#state.entries;
+    for (const id of ids) yield entries.getById(id)!;
+  }
+
+  count(index: string, key: string): number {
+    return this.#state.counts[positionOf(this.#config, index)]!.get(key) ?? 0;
+  }
+
+  counts(index: string): ReadonlyMap<string, number> {
+    return new Map(this.#state.counts[positionOf(this.#config, index)]!);
+  }
+
+  tombstone(key: string): Tombstone | undefined {
+    return this.#state.tombstones.get(key);
+  }
+
+  [Symbol.iterator](): Iterator<E> {
+    return this.#state.entries.values();
+  }
+}
+
+// Snapshots are handed to every reader: not even the shared prototype may be patched.
+Object.freeze(Snapshot.prototype);
+
+class Draft<E extends RegistryEntry> implements RegistryDraft<E> {
+  readonly base: Snapshot<E>;
+  readonly #config: Config<E>;
+  readonly #token: EditToken = newEditToken();
+  readonly #entries: PersistentMapEditor<E>;
+  #tombstones: PersistentMapEditor<Tombstone> | undefined;
+  #groups: PersistentMapEditor<IdSet> | undefined;
+  readonly #groupEditors = new Map<string, IdSetEditor>();
+  readonly #counts: (PersistentMapEditor<number> | undefined)[];
+  #changed = false;
+  #closed = false;
+
+  constructor(base: Snapshot<E>, config: Config<E>) {
+    this.base = base;
+    this.#config = config;
+    this.#entries = Snapshot.stateOf(base).entries.edit(this.#token);
+    this.#counts = config.indexes.map(() => undefined);
+  }
+
+  get version(): number {
+    return this.base.version;
+  }
+
+  get size(): number {
+    this.#open();
+    return this.#entries.size;
+  }
+
+  get tombstoneCount(): number {
+    this.#open();
+    return this.#tombstones?.size ?? Snapshot.stateOf(this.base).tombstones.size;
+  }
+
+  get changed(): boolean {
+    return this.#changed;
+  }
+
+  get(key: string): E | undefined {
+    this.#open();
+    return this.#entries.get(key);
+  }
+
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+
+  ofKind(kind: string, namespace?: string): Iterable<E> {
+    return this.#group(namespace ? `${kind}/${namespace}` : kind);
+  }
+
+  inNamespace(namespace: string): Iterable<E> {
+    return this.#group(`/${namespace}`);
+  }
+
+  /** Materialized, so later writes to the draft cannot disturb an iteration in progress. */
+  #group(groupKey: string): E[] {
+    this.#open();
+    const editor = this.#groupEditors.get(groupKey);
+    const ids = editor ? editor.ids() : [...(Snapshot.stateOf(this.base).groups.get(groupKey) ?? [])];
+    return ids.map((id) => this.#entries.getById(id)!);
+  }
+
+  count(index: string, key: string): number {
+    this.#open();
+    const position = positionOf(this.#config, index);
+    return (this.#counts[position] ?? Snapshot.stateOf(this.base).counts[position]!).get(key) ?? 0;
+  }
+
+  counts(index: string): ReadonlyMap<string, number> {
+    this.#open();
+    const position = positionOf(this.#config, index);
+    const out = new Map<string, number>();
+    (this.#counts[position] ?? Snapshot.stateOf(this.base).counts[position]!).forEach((count, key) => {
+      out.set(key, count);
+    });
+    return out;
+  }
+
+  tombstone(key: string): Tombstone | undefined {
+    this.#open();
+    return (this.#tombstones ?? Snapshot.stateOf(this.base).tombstones).get(key);
+  }
+
+  [Symbol.iterator](): Iterator<E> {
+    this.#open();
+    const out: E[] = [];
+    this.#entries.forEach((entry) => {
+      out.push(entry);
+    });
+    return out[Symbol.iterator]();
+  }
+
+  upsert(entry: E): UpsertOutcome {
+    this.#open();
+    const id = this.#entries.intern(registryKey(entry));
+    const old = this.#entries.getById(id);
+    if (old === entry) return "unchanged";
+    // Same key, kind and namespace as a validated entry means the name is the same too.
+    if (old === undefined || old.kind !== entry.kind || old.namespace !== entry.namespace)
+      validateIdentity(entry);
+    if (old !== undefined) {
+      if (compareResourceVersions(entry.resourceVersion, old.resourceVersion) === -1) return "stale";
+    } else {
+      const tombstone = (this.#tombstones ?? Snapshot.stateOf(this.base).tombstones).getById(id);
+      if (tombstone !== undefined) {
+        const fresh =
+          isExpired(tombstone, this.#config.now()) ||
+          compareResourceVersions(entry.resourceVersion, tombstone.resourceVersion) === 1;
+        if (!fresh) return "stale";
+        this.#tombstonesEditor().deleteById(id);
+      }
+    }
+    const reindex = this.#planReindex(old, entry);
+    deepFreeze(entry);
+    this.#entries.setById(id, entry);
+    if (old === undefined) this.#regroup(id, entry, true);
+    if (reindex !== undefined) this.#applyReindex(reindex);
+    this.#changed = true;
+    return old === undefined ? "created" : "updated";
+  }
+
+  delete(target: string | E): DeleteOutcome {
+    this.#open();
+    const key = typeof target === "string" ? target : registryKey(target);
+    const id = this.#entries.intern(key);
+    const old = this.#entries.getById(id);
+    const deletedVersion = typeof target === "string" ? old?.resourceVersion : target.resourceVersion;
+    if (old !== undefined && compareResourceVersions(deletedVersion, old.resourceVersion) === -1)
+      return "stale";
+    const reindex = old === undefined ? undefined : this.#planReindex(old, undefined);
+    const tombstones = this.#tombstonesEditor();
+    const previous = tombstones.getById(id);
+    const now = this.#config.now();
+    // A late duplicate delete must not lower the bar set by a newer (or incomparable) tombstone.
+    const keepPrevious =
+      previous !== undefined &&
+      !isExpired(previous, now) &&
+      compareResourceVersions(deletedVersion, previous.resourceVersion) !== 1;
+    const resourceVersion = keepPrevious ? previous.resourceVersion : deletedVersion;
+    tombstones.setById(
+      id,
+      Object.freeze({ resourceVersion, deletedAt: now, expiresAt: now + this.#config.tombstoneTtlMs }),
+    );
+    this.#changed = true;
+    if (old === undefined) return "absent";
+    this.#entries.deleteById(id);
+    this.#regroup(id, old, false);
+    if (reindex !== undefined) this.#applyReindex(reindex);
+    return "deleted";
+  }
+
+  /** Drops tombstones that expired by `now`; returns how many. */
+  purgeExpiredTombstones(now: number): number {
+    this.#open();
+    const expired: string[] = [];
+    Snapshot.stateOf(this.base).tombstones.forEach((tombstone, key) => {
+      if (isExpired(tombstone, now)) expired.push(key);
+    });
+    if (expired.length === 0) return 0;
+    const tombstones = this.#tombstonesEditor();
+    for (const key of expired) tombstones.delete(key);
+    this.#changed = true;
+    return expired.length;
+  }
+
+  /** Ends the draft and returns the state of the next version. */
+  freeze(): State<E> {
+    this.#open();
+    this.#closed = true;
+    const base = Snapshot.stateOf(this.base);
+    let groups = base.groups;
+    if (this.#groups !== undefined) {
+      const editor = this.#groups;
+      for (const [key, members] of this.#groupEditors) {
+        const set = members.freeze();
+        if (set.size === 0) editor.delete(key);
+        else editor.set(key, set);
+      }
+      groups = editor.freeze();
+    }
+    const state: State<E> = {
+      entries: this.#entries.freeze(),
+      tombstones: this.#tombstones?.freeze() ?? base.tombstones,
+      groups,
+      counts: this.#counts.map((editor, i) => editor?.freeze() ?? base.counts[i]!),
+    };
+    return state;
+  }
+
+  discard(): void {
+    this.#closed = true;
+  }
+
+  #open(): void {
+    if (this.#closed) throw new Error("registry draft used after its commit attempt ended");
+  }
+
+  #tombstonesEditor(): PersistentMapEditor<Tombstone> {
+    this.#tombstones ??= Snapshot.stateOf(this.base).tombstones.edit(this.#token);
+    return this.#tombstones;
+  }
+
+  #regroup(id: number, entry: E, add: boolean): void {
+    this.#groups ??= Snapshot.stateOf(this.base).groups.edit(this.#token);
+    for (const groupKey of groupKeysOf(entry)) {
+      let members = this.#groupEditors.get(groupKey);
+      if (members === undefined) {
+        members = (this.#groups.get(groupKey) ?? IdSet.empty()).edit(this.#token);
+        this.#groupEditors.set(groupKey, members);
+      }
+      if (add) members.add(id);
+      else members.remove(id);
+    }
+  }
+
+  /**
+   * The index keys a write removes and adds, computed before the draft changes at all: a `keysOf`
+   * that throws leaves the draft as it was, even if the caller catches the error and goes on.
+   */
+  #planReindex(old: E | undefined, next: E | undefined): IndexChange[] | undefined {
+    const indexes = this.#config.indexes;
+    let changes: IndexChange[] | undefined;
+    for (let i = 0; i < indexes.length; i++) {
+      const index = indexes[i]!;
+      const before = old === undefined ? NO_KEYS : index.keysOf(old);
+      const after = next === undefined ? NO_KEYS : index.keysOf(next);
+      if (sameKeys(before, after)) continue;
+      changes ??= [];
+      changes.push({ position: i, before, after });
+    }
+    return changes;
+  }
+
+  #applyReindex(changes: readonly IndexChange[]): void {
+    for (const { position, before, after } of changes) {
+      let counts = this.#counts[position];
+      if (counts === undefined) {
+        counts = Snapshot.stateOf(this.base).counts[position]!.edit(this.#token);
+        this.#counts[position] = counts;
+      }
+      for (const key of before) {
+        const id = counts.intern(key);
+        const count = (counts.getById(id) ?? 0) - 1;
+        if (count === 0) counts.deleteById(id);
+        else counts.setById(id, count);
+      }
+      for (const key of after) {
+        const id = counts.intern(key);
+        counts.setById(id, (counts.getById(id) ?? 0) + 1);
+      }
+    }
+  }
+}
+
+/** Rebuilds a state whose key space is mostly dead ids into a fresh key space (same contents). */
+function compact<E extends RegistryEntry>(state: State<E>): State<E> {
+  const live = state.entries.size + state.tombstones.size;
+  if (state.entries.keySpace.size <= 2 * live + COMPACTION_SLACK) return state;
+  const keys = new KeySpace();
+  const token = newEditToken();
+  const entries = PersistentMap.empty<E>(keys).edit(token);
+  const groupMembers = new Map<string, IdSetEditor>();
+  state.entries.forEach((entry, key) => {
+    const id = keys.intern(key);
+    entries.setById(id, entry);
+    for (const groupKey of groupKeysOf(entry)) {
+      let members = groupMembers.get(groupKey);
+      if (members === undefined) {
+        members = IdSet.empty().edit(token);
+        groupMembers.set(groupKey, members);
+      }
+      members.add(id);
+    }
+  });
+  const tombstones = PersistentMap.empty<Tombstone>(keys).edit(token);
+  state.tombstones.forEach((tombstone, key) => {
+    tombstones.set(key, tombstone);
+  });
+  const groups = PersistentMap.empty<IdSet>().edit(token);
+  for (const [groupKey, members] of groupMembers) groups.set(groupKey, members.freeze());
+  return {
+    entries: entries.freeze(),
+    tombstones: tombstones.freeze(),
+    groups: groups.freeze(),
+    counts: state.counts,
+  };
+}
+
+export class Registry<E extends RegistryEntry> {
+  readonly #config: Config<E>;
+  readonly #maxUpdateAttempts: number;
+  #current: Snapshot<E>;
+
+  constructor(options: RegistryOptions<E> = {}) {
+    const indexes = options.indexes ?? [];
+    const indexPositions = new Map<string, number>();
+    indexes.forEach((index, i) => {
+      if (indexPositions.has(index.name))
+        throw new Error(`duplicate registry index ${JSON.stringify(index.name)}`);
+      indexPositions.set(index.name, i);
+    });
+    this.#config = {
+      indexes: [...indexes],
+      indexPositions,
+      tombstoneTtlMs: options.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS,
+      now: options.now ?? Date.now,
+    };
+    this.#maxUpdateAttempts = options.maxUpdateAttempts ?? DEFAULT_MAX_UPDATE_ATTEMPTS;
+    const keys = new KeySpace();
+    this.#current = new Snapshot<E>(
+      0,
+      {
+        entries: PersistentMap.empty<E>(keys),
+        tombstones: PersistentMap.empty<Tombstone>(keys),
+        groups: PersistentMap.empty<IdSet>(),
+        counts: indexes.map(() => PersistentMap.empty<number>()),
+      },
+      this.#config,
+    );
+  }
+
+  get version(): number {
+    return this.#current.version;
+  }
+
+  /** The current snapshot, in O(1). */
+  snapshot(): RegistrySnapshot<E> {
+    return this.#current;
+  }
+
+  /**
+   * Runs `mutate` on a draft of the current snapshot and publishes it, if the registry is still at
+   * `baseVersion`; otherwise returns the conflict without calling `mutate`. `mutate` must be
+   * synchronous (use `update` to await inside). A draft with no changes publishes no new version.
+   * If `mutate` throws, nothing is published and the error propagates.
+   */
+  commit<R>(baseVersion: number, mutate: (draft: RegistryDraft<E>) => R): CommitResult<E, R> {
+    const base = this.#current;
+    if (base.version !== baseVersion) {
+      return { ok: false, conflict: { baseVersion, currentVersion: base.version } };
+    }
+    const draft = new Draft<E>(base, this.#config);
+    let value: R;
+    try {
+      value = mutate(draft);
+    } catch (error) {
+      draft.discard();
+      throw error;
+    }
+    if (typeof (value as { then?: unknown } | null)?.then === "function") {
+      draft.discard();
+      // The caller gets the TypeError; the abandoned promise's own failure is not reported twice.
+      Promise.resolve(value).catch(() => {});
+      throw new TypeError("Registry.commit takes a synchronous function; use update() to await");
+    }
+    return { ok: true, snapshot: this.#publish(draft), value };
+  }
+
+  /**
+   * Optimistic update: builds a draft on the current snapshot, awaits `mutate`, and publishes if no
+   * other commit landed meanwhile; otherwise discards the draft and runs `mutate` again on a fresh
+   * one. `mutate` may therefore run several times and must keep its side effects inside the draft.
+   * Throws RegistryConflictError after `maxAttempts` conflicts.
+   */
+  async update<R>(
+    mutate: (draft: RegistryDraft<E>) => R | Promise<R>,
+    options: { readonly maxAttempts?: number } = {},
+  ): Promise<{ readonly snapshot: RegistrySnapshot<E>; readonly value: R; readonly attempts: number }> {
+    const maxAttempts = options.maxAttempts ?? this.#maxUpdateAttempts;
+    let conflict: RegistryConflict = {
+      baseVersion: this.#current.version,
+      currentVersion: this.#current.version,
+    };
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      const base = this.#current;
+      const draft = new Draft<E>(base, this.#config);
+      let value: R;
+      try {
+        value = await mutate(draft);
+      } catch (error) {
+        draft.discard();
+        throw error;
+      }
+      if (this.#current === base) return { snapshot: this.#publish(draft), value, attempts: attempt };
+      draft.discard();
+      conflict = { baseVersion: base.version, currentVersion: this.#current.version };
+    }
+    throw new RegistryConflictError(maxAttempts, conflict);
+  }
+
+  /**
+   * Applies a burst of watch events as one version. Events are applied in order; stale ones (see
+   * RegistryDraft.upsert/delete) are counted and skipped. Never conflicts: the events are the truth.
+   */
+  applyBatch(events: Iterable<RegistryEvent<E>>): BatchResult<E> {
+    const draft = new Draft<E>(this.#current, this.#config);
+    let applied = 0;
+    let stale = 0;
+    try {
+      for (const event of events) {
+        const outcome = event.type === "DELETED" ? draft.delete(event.object) : draft.upsert(event.object);
+        if (outcome === "stale") stale++;
+        else applied++;
+      }
+    } catch (error) {
+      draft.discard();
+      throw error;
+    }
+    return { snapshot: this.#publish(draft), applied, stale };
+  }
+
+  /** Reclaims tombstones expired by `now` in one new version; returns how many were dropped. */
+  sweepTombstones(now: number = this.#config.now()): number {
+    const draft = new Draft<E>(this.#current, this.#config);
+    const dropped = draft.purgeExpiredTombstones(now);
+    this.#publish(draft);
+    return dropped;
+  }
+
+  /** Sweeps on a timer that does not keep the process alive; returns a function that stops it. */
+  startTombstoneSweep(intervalMs: number = this.#config.tombstoneTtlMs): () => void {
+    const timer = setInterval(() => this.sweepTombstones(), intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  #publish(draft: Draft<E>): Snapshot<E> {
+    if (!draft.changed) {
+      draft.discard();
+      return draft.base;
+    }
+    const next = new Snapshot<E>(draft.base.version + 1, compact(draft.freeze()), this.#config);
+    this.#current = next;
+    return next;
+  }
+}
