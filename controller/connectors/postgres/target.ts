@@ -1,0 +1,247 @@
+/**
+ * A PostgreSQL table as a sync target: batched, idempotent upserts by key columns, so a run repeated
+ * after a crash converges to the same rows.
+ *
+ * Each batch is one statement, `INSERT … SELECT … FROM unnest($1::type[], …) ON CONFLICT (keys) DO
+ * UPDATE`: one array parameter per column, so the statement text depends only on the table shape
+ * (never on the values) and a batch of any size fits in a handful of parameters. Measured on 10k
+ * rows in 1k-row batches it was about twice as fast as multi-row VALUES (whose 7000-parameter
+ * statements cost more to parse and bind) and as fast as COPY into a staging table followed by
+ * INSERT … SELECT, which needs a dedicated connection, a transaction and a temporary table.
+ *
+ * Rows with the same key within a batch collapse to one before the upsert (PostgreSQL refuses to
+ * update a row twice in one statement): the one with the highest version when a version column is
+ * set, otherwise — or on a tie — the one given last. PostgreSQL does the collapsing (DISTINCT ON), so
+ * key equality and version order follow the column types and collations.
+ */
+
+import type pg from "pg";
+import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
+import { defineRowSchema, type Row, type RowSchema, type RowValue } from "../record.ts";
+import { columnProblems, describeTable, parameterType, sameColumnSet, type TableInfo } from "./catalog.ts";
+
+export interface PostgresTargetOptions {
+  /** `table` or `schema.table`. */
+  readonly table: string;
+  /** The columns written and the key the upsert matches on; the table needs a unique index on exactly these keys. */
+  readonly schema: RowSchema;
+  /**
+   * An ordering column (e.g. a source version or change timestamp). When set, an existing row is
+   * only overwritten by a row whose version is greater or equal (`existing.v <= EXCLUDED.v`), so an
+   * older value replayed late never overwrites a newer one. Must be one of the columns, not nullable.
+   */
+  readonly versionColumn?: string;
+  /** Rows per statement; default 1000. */
+  readonly batchSize?: number;
+}
+
+export interface UpsertResult {
+  /** Rows given. */
+  readonly received: number;
+  /** Rows inserted or updated; less than received when keys repeat or the version guard kept newer rows. */
+  readonly written: number;
+}
+
+/** The target table cannot take the rows: the message lists every problem found. */
+export class TargetSchemaError extends Error {
+  override readonly name = "TargetSchemaError";
+  readonly problems: readonly string[];
+
+  constructor(table: string, problems: readonly string[]) {
+    super(`target table ${table} does not fit the sync: ${problems.join("; ")}`);
+    this.problems = problems;
+  }
+}
+
+/** Column name plus the SQL type its parameter array is cast to. */
+export interface TypedColumn {
+  readonly name: string;
+  readonly parameterType: string;
+}
+
+/** Quoted name used for the input position in DISTINCT ON; a space makes it unlike any column name. */
+const ORDINAL = `"syncgov ordinal"`;
+const EXISTING = "existing";
+const INCOMING = "incoming";
+
+/** The batched upsert statement; parameters $1…$n are one array per column, in column order. */
+export function upsertSql(
+  table: string,
+  columns: readonly TypedColumn[],
+  keyColumns: readonly string[],
+  versionColumn?: string,
+): string {
+  const names = columns.map((c) => quoteIdent(c.name));
+  const arrays = columns.map((c, i) => `$${i + 1}::${c.parameterType}[]`);
+  const keys = keyColumns.map(quoteIdent);
+  const incoming = (name: string) => `${INCOMING}.${name}`;
+  const order = [
+    ...keys.map(incoming),
+    ...(versionColumn ? [`${incoming(quoteIdent(versionColumn))} DESC NULLS LAST`] : []),
+    `${incoming(ORDINAL)} DESC`,
+  ];
+  const updates = columns.filter((c) => !keyColumns.includes(c.name)).map((c) => quoteIdent(c.name));
+  const onConflict =
+    updates.length === 0
+      ? "DO NOTHING"
+      : `DO UPDATE SET ${updates.map((n) => `${n} = EXCLUDED.${n}`).join(", ")}` +
+        (versionColumn
+          ? ` WHERE ${EXISTING}.${quoteIdent(versionColumn)} IS NULL OR ${EXISTING}.${quoteIdent(versionColumn)} <= EXCLUDED.${quoteIdent(versionColumn)}`
+          : "");
+  return `INSERT INTO ${quoteTable(table)} AS ${EXISTING} (${names.join(", ")})
+SELECT DISTINCT ON (${keys.map(incoming).join(", ")}) ${names.map(incoming).join(", ")}
+  FROM unnest(${arrays.join(", ")}) WITH ORDINALITY AS ${INCOMING}(${names.join(", ")}, ${ORDINAL})
+ ORDER BY ${order.join(", ")}
+ON CONFLICT (${keys.join(", ")}) ${onConflict}`;
+}
+
+/**
+ * Deletes by key; parameters are one array per key column (then the version array when guarded).
+ * With a version column, a key whose version is given deletes only a row whose version is not newer.
+ */
+export function deleteSql(table: string, keys: readonly TypedColumn[], version?: TypedColumn): string {
+  const all = version ? [...keys, version] : keys;
+  const names = all.map((c) => quoteIdent(c.name));
+  const arrays = all.map((c, i) => `$${i + 1}::${c.parameterType}[]`);
+  const match = keys.map((k) => `${EXISTING}.${quoteIdent(k.name)} = ${INCOMING}.${quoteIdent(k.name)}`);
+  if (version) {
+    const v = quoteIdent(version.name);
+    match.push(`(${INCOMING}.${v} IS NULL OR ${EXISTING}.${v} <= ${INCOMING}.${v})`);
+  }
+  return `DELETE FROM ${quoteTable(table)} AS ${EXISTING}
+ USING unnest(${arrays.join(", ")}) AS ${INCOMING}(${names.join(", ")})
+ WHERE ${match.join(" AND ")}`;
+}
+
+export class PostgresTarget {
+  readonly table: string;
+  readonly schema: RowSchema;
+  readonly versionColumn: string | undefined;
+  private readonly pool: pg.Pool;
+  private readonly batchSize: number;
+  private checked: Promise<TypedColumn[]> | undefined;
+
+  constructor(pool: pg.Pool, options: PostgresTargetOptions) {
+    quoteTable(options.table);
+    this.schema = defineRowSchema(options.schema.columns, options.schema.keyColumns);
+    if (options.versionColumn !== undefined) {
+      const column = this.schema.columns.find((c) => c.name === options.versionColumn);
+      if (!column) throw new Error(`version column ${options.versionColumn} is not one of the columns`);
+      if (column.nullable) throw new Error(`version column ${options.versionColumn} must not be nullable`);
+    }
+    const batchSize = options.batchSize ?? 1000;
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      throw new Error("batchSize must be a positive integer");
+    this.pool = pool;
+    this.table = options.table;
+    this.versionColumn = options.versionColumn;
+    this.batchSize = batchSize;
+  }
+
+  /**
+   * Verifies the table can take the rows: it exists and is a table, has every column with a
+   * compatible type, has a primary key or unique index on exactly the key columns (ON CONFLICT needs
+   * one), and has no NOT NULL column without a default that the sync leaves unwritten. Throws a
+   * TargetSchemaError naming every problem. upsert() and deleteKeys() run it once before first use.
+   */
+  async checkSchema(): Promise<void> {
+    const info = await describeTable(this.pool, this.table);
+    this.problemsOrThrow(info);
+  }
+
+  /** Upserts rows in batches of batchSize; each batch is atomic, the whole call is not (and need not be). */
+  async upsert(rows: readonly Row[]): Promise<UpsertResult> {
+    const columns = await this.typedColumns();
+    const sql = upsertSql(this.table, columns, this.schema.keyColumns, this.versionColumn);
+    let written = 0;
+    for (let start = 0; start < rows.length; start += this.batchSize) {
+      const batch = rows.slice(start, start + this.batchSize);
+      const result = await this.pool.query(sql, columnArrays(columns, batch));
+      written += result.rowCount ?? 0;
+    }
+    return { received: rows.length, written };
+  }
+
+  /**
+   * Deletes the rows with the given keys (rows holding at least the key columns; extra columns are
+   * ignored). With a version column, a key that carries a version deletes only a row whose version is
+   * not newer; a key without one deletes unconditionally. Returns the number of rows deleted.
+   */
+  async deleteKeys(keys: readonly Row[]): Promise<number> {
+    const columns = await this.typedColumns();
+    const keyColumns = this.schema.keyColumns.map((k) => columns.find((c) => c.name === k)!);
+    const version = this.versionColumn ? columns.find((c) => c.name === this.versionColumn) : undefined;
+    const sql = deleteSql(this.table, keyColumns, version);
+    const params = version ? [...keyColumns, version] : keyColumns;
+    let deleted = 0;
+    for (let start = 0; start < keys.length; start += this.batchSize) {
+      const batch = keys.slice(start, start + this.batchSize);
+      for (const key of batch) {
+        for (const k of keyColumns) {
+          if (key[k.name] === null || key[k.name] === undefined)
+            throw new Error(`key column ${k.name} is missing`);
+        }
+      }
+      const result = await this.pool.query(sql, columnArrays(params, batch));
+      deleted += result.rowCount ?? 0;
+    }
+    return deleted;
+  }
+
+  private typedColumns(): Promise<TypedColumn[]> {
+    this.checked ??= describeTable(this.pool, this.table).then((info) => {
+      const table = this.problemsOrThrow(info);
+      return this.schema.columns.map((c) => ({
+        name: c.name,
+        parameterType: parameterType(table.columns.get(c.name)!.pgType),
+      }));
+    });
+    // A failed check is not cached: the operator may fix the table and the next call must see it.
+    this.checked.catch(() => {
+      this.checked = undefined;
+    });
+    return this.checked;
+  }
+
+  private problemsOrThrow(info: TableInfo | undefined): TableInfo {
+    if (!info) throw new TargetSchemaError(this.table, ["the table does not exist or is not visible"]);
+    if (info.kind !== "r" && info.kind !== "p") {
+      throw new TargetSchemaError(this.table, [
+        `it is a ${RELATION_KINDS[info.kind] ?? "relation"}, not a table`,
+      ]);
+    }
+    const problems = columnProblems(this.table, info, this.schema.columns);
+    if (!info.uniqueKeys.some((k) => sameColumnSet(k, this.schema.keyColumns))) {
+      problems.push(
+        `no primary key or unique index on exactly (${this.schema.keyColumns.join(", ")}); upserts need one`,
+      );
+    }
+    const written = new Set(this.schema.columns.map((c) => c.name));
+    for (const column of info.columns.values()) {
+      if (written.has(column.name)) {
+        if (column.generated || column.identityAlways) {
+          problems.push(`column ${column.name} is generated and cannot be written`);
+        }
+      } else if (column.notNull && !column.hasDefault && !column.identity && !column.generated) {
+        problems.push(`column ${column.name} is NOT NULL without a default, and the sync does not write it`);
+      }
+    }
+    if (problems.length > 0) throw new TargetSchemaError(this.table, problems);
+    return info;
+  }
+}
+
+const RELATION_KINDS: Readonly<Record<string, string>> = {
+  v: "view",
+  m: "materialized view",
+  f: "foreign table",
+  S: "sequence",
+  i: "index",
+  I: "partitioned index",
+  c: "composite type",
+};
+
+/** One array per column, in column order: the parameters of upsertSql / deleteSql. */
+function columnArrays(columns: readonly TypedColumn[], rows: readonly Row[]): RowValue[][] {
+  return columns.map((c) => rows.map((row) => row[c.name] ?? null));
+}

@@ -1,0 +1,227 @@
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { PostgresTarget, TargetSchemaError } from "../../controller/connectors/postgres/target.ts";
+import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
+import { checksumRows } from "../../controller/validation/checksum.ts";
+import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
+import { testEnv, uniqueName } from "../support/env.ts";
+
+const pool = new pg.Pool({ connectionString: testEnv().databaseUrl, max: 4 });
+const tables: string[] = [];
+afterAll(async () => {
+  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table} CASCADE`);
+  await pool.end();
+});
+
+async function createTable(prefix: string, definition: string): Promise<string> {
+  const name = uniqueName(prefix).replaceAll("-", "_");
+  tables.push(name);
+  await pool.query(`CREATE TABLE ${name} (${definition})`);
+  return name;
+}
+
+const schema = defineRowSchema(
+  [
+    { name: "order_id", type: "bigint" },
+    { name: "line", type: "integer" },
+    { name: "status", type: "text" },
+    { name: "amount", type: "numeric" },
+    { name: "updated_at", type: "timestamp" },
+    { name: "doc", type: "json" },
+    { name: "version", type: "bigint", nullable: false },
+  ],
+  ["order_id", "line"],
+);
+
+const ORDER_LINES = `order_id int8, line int4, status text, amount numeric(12,2), updated_at timestamptz,
+  doc jsonb, version int8 NOT NULL, PRIMARY KEY (order_id, line)`;
+
+/** 10k rows over 2500 keys, each key four times, its occurrences spread over different batches. */
+function rowsWithRepeatedKeys(round: number): Row[] {
+  const rows: Row[] = [];
+  for (let occurrence = 0; occurrence < 4; occurrence++) {
+    for (let k = 0; k < 2500; k++) {
+      const key = (k * 7919) % 2500; // a permutation, so neighbouring rows have unrelated keys
+      rows.push({
+        order_id: String(1_000_000_000_000 + Math.floor(key / 5)),
+        line: key % 5,
+        status: `round ${round} occurrence ${occurrence} ✓`,
+        amount: `${key}.${occurrence}5`,
+        updated_at: `2024-03-0${occurrence + 1}T12:00:00.00000${occurrence}Z`,
+        doc: `{"key": ${key}, "occurrence": ${occurrence}}`,
+        version: String(occurrence),
+      });
+    }
+  }
+  return rows;
+}
+
+/** The rows a correct upsert leaves: per key, the one given last. */
+function lastPerKey(rows: readonly Row[]): Row[] {
+  const byKey = new Map<string, Row>();
+  for (const row of rows) byKey.set(`${row.order_id}/${row.line}`, row);
+  return [...byKey.values()];
+}
+
+async function statusByKey(table: string): Promise<Map<string, string>> {
+  const result = await pool.query<{ key: string; status: string }>(
+    `SELECT order_id || '/' || line AS key, status FROM ${table}`,
+  );
+  return new Map(result.rows.map((r) => [r.key, r.status]));
+}
+
+describe("PostgresTarget.upsert", () => {
+  it("converges 10k rows with repeated keys to the latest values, and repeating changes nothing", async () => {
+    const table = await createTable("upsert", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema });
+    const rows = rowsWithRepeatedKeys(1);
+    const first = await target.upsert(rows);
+    expect(first.received).toBe(10_000);
+
+    const expected = lastPerKey(rows);
+    expect(expected).toHaveLength(2500);
+    const status = await statusByKey(table);
+    expect(status.size).toBe(2500);
+    for (const row of expected) expect(status.get(`${row.order_id}/${row.line}`)).toBe(row.status);
+    const afterFirst = await postgresTableChecksum(pool, table, schema.columns);
+    expect(afterFirst).toEqual(checksumRows(schema.columns, expected));
+
+    await target.upsert(rows);
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(afterFirst);
+
+    // A later round overwrites every key.
+    const round2 = rowsWithRepeatedKeys(2);
+    await target.upsert(round2);
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, lastPerKey(round2)),
+    );
+  });
+
+  it("with a version column, keeps the newest value whatever order versions arrive in", async () => {
+    const table = await createTable("versioned", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema, versionColumn: "version", batchSize: 100 });
+    const row = (line: number, version: number): Row => ({
+      order_id: "1",
+      line,
+      status: `v${version}`,
+      amount: "1",
+      updated_at: "2024-01-01T00:00:00.000000Z",
+      doc: null,
+      version: String(version),
+    });
+    // Within one batch the highest version wins, even when it comes first.
+    expect((await target.upsert([row(1, 5), row(1, 3), row(2, 1), row(2, 2)])).written).toBe(2);
+    // Older versions replayed later are ignored; an equal version rewrites (idempotent replay).
+    const stale = await target.upsert([row(1, 4), row(2, 1)]);
+    expect(stale).toEqual({ received: 2, written: 0 });
+    expect((await target.upsert([row(1, 5)])).written).toBe(1);
+    expect((await target.upsert([row(2, 9)])).written).toBe(1);
+    expect(Object.fromEntries(await statusByKey(table))).toEqual({ "1/1": "v5", "1/2": "v9" });
+
+    // A versioned delete removes only a row that is not newer than the tombstone.
+    expect(await target.deleteKeys([{ order_id: "1", line: 1, version: "4" }])).toBe(0);
+    expect(await target.deleteKeys([{ order_id: "1", line: 1, version: "5" }])).toBe(1);
+    expect(await target.deleteKeys([{ order_id: "1", line: 2 }])).toBe(1);
+    expect((await statusByKey(table)).size).toBe(0);
+  });
+
+  it("deleteKeys deletes by composite key in batches", async () => {
+    const table = await createTable("delete", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema, batchSize: 300 });
+    const rows = lastPerKey(rowsWithRepeatedKeys(1));
+    await target.upsert(rows);
+    const doomed = rows.filter((_, i) => i % 3 === 0);
+    expect(
+      await target.deleteKeys(doomed.map((r) => ({ order_id: r.order_id ?? null, line: r.line ?? null }))),
+    ).toBe(doomed.length);
+    const survivors = rows.filter((_, i) => i % 3 !== 0);
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, survivors),
+    );
+  });
+});
+
+describe("PostgresTarget.checkSchema", () => {
+  async function problems(
+    definition: string | undefined,
+    options: { view?: boolean } = {},
+  ): Promise<string[]> {
+    let table = uniqueName("missing").replaceAll("-", "_");
+    if (definition !== undefined) table = await createTable("schema", definition);
+    if (options.view) {
+      const view = `${table}_view`;
+      await pool.query(`CREATE VIEW ${view} AS SELECT * FROM ${table}`);
+      table = view;
+    }
+    try {
+      await new PostgresTarget(pool, { table, schema }).checkSchema();
+      return [];
+    } catch (error) {
+      expect(error).toBeInstanceOf(TargetSchemaError);
+      expect((error as Error).message).toContain(`target table ${table} does not fit the sync: `);
+      return [...(error as TargetSchemaError).problems];
+    }
+  }
+
+  it("accepts a fitting table, whatever extra columns with defaults it has", async () => {
+    expect(await problems(`${ORDER_LINES}, loaded_at timestamptz NOT NULL DEFAULT now(), note text`)).toEqual(
+      [],
+    );
+  });
+
+  it("accepts a unique index (not a constraint) on the keys, in any column order", async () => {
+    const table = await createTable(
+      "uniqueindex",
+      "order_id int8 NOT NULL, line int4 NOT NULL, status text, amount numeric, updated_at timestamp, doc json, version int8 NOT NULL",
+    );
+    await pool.query(`CREATE UNIQUE INDEX ON ${table} (line, order_id)`);
+    const target = new PostgresTarget(pool, { table, schema });
+    await target.checkSchema();
+    await target.upsert(lastPerKey(rowsWithRepeatedKeys(1)).slice(0, 10));
+    expect((await pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]).toEqual({ n: 10 });
+  });
+
+  it("names missing columns, incompatible types, a missing key and unwritten NOT NULL columns", async () => {
+    const table = "order_id int8, line int4, status int4, amount float8, doc jsonb, audit text NOT NULL";
+    const found = await problems(table);
+    const name = tables.at(-1)!;
+    expect(found).toEqual([
+      `table ${name} has no columns updated_at, version`,
+      `column status is int4 in ${name}, which cannot hold text (use text or varchar or citext)`,
+      `column amount is float8 in ${name}, which cannot hold numeric (use numeric)`,
+      "no primary key or unique index on exactly (order_id, line); upserts need one",
+      "column audit is NOT NULL without a default, and the sync does not write it",
+    ]);
+  });
+
+  it("refuses a unique key that is not exactly the key columns, a partial one, and generated columns", async () => {
+    const found = await problems(`order_id int8 PRIMARY KEY, line int4, status text, amount numeric,
+      updated_at timestamptz, doc jsonb, version int8 GENERATED ALWAYS AS (order_id * 10) STORED`);
+    expect(found).toEqual([
+      "no primary key or unique index on exactly (order_id, line); upserts need one",
+      "column version is generated and cannot be written",
+    ]);
+    const table = await createTable(
+      "partial",
+      "order_id int8, line int4, status text, amount numeric, updated_at timestamptz, doc jsonb, version int8",
+    );
+    await pool.query(`CREATE UNIQUE INDEX ON ${table} (order_id, line) WHERE status IS NOT NULL`);
+    await expect(new PostgresTarget(pool, { table, schema }).checkSchema()).rejects.toThrow(
+      /no primary key or unique index on exactly \(order_id, line\)/,
+    );
+  });
+
+  it("says so when the table is missing or is a view", async () => {
+    expect(await problems(undefined)).toEqual(["the table does not exist or is not visible"]);
+    expect(await problems(ORDER_LINES, { view: true })).toEqual(["it is a view, not a table"]);
+  });
+
+  it("upsert checks the schema first and rechecks after a failure", async () => {
+    const table = await createTable("late", "order_id int8, line int4");
+    const target = new PostgresTarget(pool, { table, schema });
+    await expect(target.upsert([])).rejects.toBeInstanceOf(TargetSchemaError);
+    await pool.query(`ALTER TABLE ${table} ADD PRIMARY KEY (order_id, line), ADD status text, ADD amount numeric,
+      ADD updated_at timestamptz, ADD doc jsonb, ADD version int8 NOT NULL`);
+    expect((await target.upsert(lastPerKey(rowsWithRepeatedKeys(1)).slice(0, 3))).written).toBe(3);
+  });
+});
