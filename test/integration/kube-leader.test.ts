@@ -1,0 +1,236 @@
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { CoordinationV1Api, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LeaderElector, type LeaderElectorOptions } from "../../controller/kube/leader.ts";
+import { kubeConfig, uniqueName } from "../support/env.ts";
+
+/** Short timings so that the tests take seconds: 3 s lease, 2 s renew deadline, 0.5 s retry. */
+const timings = { leaseDurationMs: 3_000, renewDeadlineMs: 2_000, retryPeriodMs: 500 };
+
+async function eventually(check: () => void | Promise<void>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+/** A TCP relay to the API server that the test can cut (see kube-informer.test.ts). */
+class Partition {
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  #cut = false;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async between(target: URL): Promise<Partition> {
+    const server = createServer();
+    const partition = new Partition(server);
+    server.on("connection", (client) => {
+      if (partition.#cut) return client.destroy();
+      const upstream = connect(Number(target.port), target.hostname);
+      for (const socket of [client, upstream]) {
+        partition.#sockets.add(socket);
+        socket.on("error", () => {});
+        socket.on("close", () => {
+          partition.#sockets.delete(socket);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return partition;
+  }
+
+  kubeConfig(base: KubeConfig): KubeConfig {
+    const address = this.#server.address();
+    const cluster = base.getCurrentCluster();
+    if (typeof address !== "object" || address === null || !cluster) throw new Error("relay not ready");
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ ...cluster, server: `https://127.0.0.1:${address.port}` }],
+      users: base.users,
+      contexts: base.contexts,
+      currentContext: base.getCurrentContext(),
+    });
+    return kc;
+  }
+
+  sever(): void {
+    this.#cut = true;
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.sever();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/** A candidate plus what its callbacks saw. */
+interface Candidate {
+  elector: LeaderElector;
+  running: Promise<void>;
+  leaderSignals: AbortSignal[];
+  stoppedAt: number[];
+  newLeaders: string[];
+  errors: unknown[];
+}
+
+describe("LeaderElector against the real API server", () => {
+  const kc = kubeConfig();
+  const core = kc.makeApiClient(CoreV1Api);
+  const leases = kc.makeApiClient(CoordinationV1Api);
+  const namespace = uniqueName("leader");
+  const candidates: Candidate[] = [];
+
+  beforeAll(async () => {
+    await core.createNamespace({ body: { metadata: { name: namespace } } });
+  });
+
+  afterAll(async () => {
+    await Promise.all(candidates.map((c) => c.elector.stop()));
+    await core.deleteNamespace({ name: namespace });
+  });
+
+  function candidate(
+    lease: string,
+    identity: string,
+    options: Partial<LeaderElectorOptions> = {},
+    kubeConfigToUse: KubeConfig = kc,
+  ): Candidate {
+    const seen = {
+      leaderSignals: [] as AbortSignal[],
+      stoppedAt: [] as number[],
+      newLeaders: [] as string[],
+      errors: [] as unknown[],
+    };
+    const elector = new LeaderElector({
+      kubeConfig: kubeConfigToUse,
+      namespace,
+      name: lease,
+      identity,
+      ...timings,
+      onStartedLeading: (signal) => {
+        seen.leaderSignals.push(signal);
+      },
+      onStoppedLeading: () => {
+        seen.stoppedAt.push(performance.now());
+      },
+      onNewLeader: (id) => seen.newLeaders.push(id),
+      onError: (error) => seen.errors.push(error),
+      ...options,
+    });
+    const c: Candidate = { ...seen, elector, running: elector.run() };
+    candidates.push(c);
+    return c;
+  }
+
+  const leaderAmong = (cs: Candidate[]) => cs.filter((c) => c.elector.isLeader());
+
+  it("elects exactly one of two candidates on one Lease, and both learn who leads", async () => {
+    const lease = uniqueName("one");
+    const a = candidate(lease, "replica-a");
+    const b = candidate(lease, "replica-b");
+    await eventually(() => expect(leaderAmong([a, b])).toHaveLength(1));
+    const [leader] = leaderAmong([a, b]);
+    const follower = leader === a ? b : a;
+    // Over several renew periods, never two leaders and never a change of leader.
+    for (let i = 0; i < 20; i++) {
+      expect(leaderAmong([a, b])).toEqual([leader]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const stored = await leases.readNamespacedLease({ namespace, name: lease });
+    expect(stored.spec?.holderIdentity).toBe(leader!.elector.identity);
+    expect(stored.spec?.leaseDurationSeconds).toBe(3);
+    expect(leader!.leaderSignals).toHaveLength(1);
+    expect(leader!.leaderSignals[0]!.aborted).toBe(false);
+    expect(follower.leaderSignals).toHaveLength(0);
+    expect(follower.newLeaders).toEqual([leader!.elector.identity]);
+    expect(follower.elector.leader()).toBe(leader!.elector.identity);
+    await Promise.all([a.elector.stop(), b.elector.stop()]);
+    await Promise.all([a.running, b.running]);
+    expect(leader!.leaderSignals[0]!.aborted).toBe(true);
+  });
+
+  it("hands over at once when the leader stops and releases the Lease", async () => {
+    const lease = uniqueName("release");
+    const a = candidate(lease, "replica-a");
+    await eventually(() => expect(a.elector.isLeader()).toBe(true));
+    const b = candidate(lease, "replica-b");
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(b.elector.isLeader()).toBe(false);
+
+    const stoppedAt = performance.now();
+    await a.elector.stop();
+    expect(a.stoppedAt).toHaveLength(1);
+    await eventually(() => expect(b.elector.isLeader()).toBe(true));
+    const handover = performance.now() - stoppedAt;
+    // b did not wait for expiry (which takes at least the 3 s lease less a retry period), only for
+    // its next try: one retry period plus jitter and the calls.
+    expect(handover).toBeLessThan(2_000);
+    const stored = await leases.readNamespacedLease({ namespace, name: lease });
+    expect(stored.spec?.holderIdentity).toBe("replica-b");
+    expect(stored.spec?.leaseTransitions).toBe(1);
+    await b.elector.stop();
+  });
+
+  it("takes over from a leader that stops renewing without releasing, once the lease expires", async () => {
+    const lease = uniqueName("crash");
+    const a = candidate(lease, "replica-a", { releaseOnStop: false });
+    await eventually(() => expect(a.elector.isLeader()).toBe(true));
+    const b = candidate(lease, "replica-b");
+    await new Promise((resolve) => setTimeout(resolve, 700));
+
+    // A crash as far as the Lease can tell: renewals stop, the holder stays.
+    const crashedAt = performance.now();
+    await a.elector.stop();
+    const stored = await leases.readNamespacedLease({ namespace, name: lease });
+    expect(stored.spec?.holderIdentity).toBe("replica-a");
+    await eventually(() => expect(b.elector.isLeader()).toBe(true), 6_000);
+    const takeover = performance.now() - crashedAt;
+    // b waits for the lease to expire as it observed it (last renewal at most one retry period
+    // before the crash), and takes it within one more retry period.
+    expect(takeover).toBeGreaterThan(timings.leaseDurationMs - 2 * timings.retryPeriodMs);
+    expect(takeover).toBeLessThan(timings.leaseDurationMs + 4 * timings.retryPeriodMs);
+    expect(b.newLeaders).toEqual(["replica-a", "replica-b"]);
+    await b.elector.stop();
+  });
+
+  it("steps down when it cannot renew within the renew deadline, before anyone else may lead", async () => {
+    const lease = uniqueName("cut");
+    const partition = await Partition.between(new URL(kc.getCurrentCluster()!.server));
+    try {
+      const a = candidate(lease, "replica-a", {}, partition.kubeConfig(kc));
+      await eventually(() => expect(a.elector.isLeader()).toBe(true));
+      const b = candidate(lease, "replica-b");
+      await new Promise((resolve) => setTimeout(resolve, 700));
+
+      const cutAt = performance.now();
+      partition.sever();
+      await a.running;
+      const steppedDown = a.stoppedAt[0]! - cutAt;
+      expect(a.elector.isLeader()).toBe(false);
+      expect(a.leaderSignals[0]!.aborted).toBe(true);
+      // No renewal got through: a gave up once renewDeadline had passed since its last renewal.
+      expect(steppedDown).toBeLessThan(timings.renewDeadlineMs + 2 * timings.retryPeriodMs);
+      expect(a.errors.length).toBeGreaterThan(0);
+      expect(b.elector.isLeader()).toBe(false);
+      await eventually(() => expect(b.elector.isLeader()).toBe(true), 6_000);
+      expect(performance.now() - cutAt).toBeGreaterThan(steppedDown);
+      await b.elector.stop();
+    } finally {
+      await partition.close();
+    }
+  });
+});
