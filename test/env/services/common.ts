@@ -10,6 +10,10 @@ export interface StartedService<E> {
   seconds: number;
   /** Log files to point at when a test fails. */
   logs: string[];
+  /** Names of the local processes this provider started (for restarts in tests). */
+  processes?: string[];
+  /** Waits until a restarted process answers again. */
+  ready?: (name: string) => Promise<void>;
   /** Stops what this provider started beyond the shared process group (e.g. containers). */
   stop?: () => Promise<void>;
 }

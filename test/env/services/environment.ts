@@ -26,6 +26,8 @@ export interface Environment {
   /** Directory with this run's server logs. */
   runDir: string;
   logs: string[];
+  /** Restarts one locally started server process (e.g. "kube-apiserver") and waits until it answers. */
+  restart(name: string, downtimeMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -69,6 +71,12 @@ export async function startEnvironment(log: (line: string) => void = console.log
       postgres: postgres as PostgresEndpoint,
       runDir,
       logs: started.flatMap((s) => s.logs),
+      restart: async (name, downtimeMs) => {
+        const restarted = started.find((s) => s.processes?.includes(name));
+        if (!restarted?.ready) throw new Error(`${name} is not a local process of this environment`);
+        await group.restart(name, downtimeMs);
+        await restarted.ready(name);
+      },
       stop,
     };
   } catch (err) {

@@ -83,6 +83,12 @@ export async function startLocalKube(
     logFile: apiLog,
   });
   const tls = { ca: pki.caPem, cert: pki.adminCertPem, key: pki.adminKeyPem };
+  const apiReady = (what: string) =>
+    waitFor(
+      `${what} on ${server} (log ${apiLog})`,
+      async () => (await httpsGet(`${server}/readyz`, tls)) === 200,
+      90_000,
+    );
   await waitFor(
     `kube-apiserver on ${server} (log ${apiLog})`,
     async () => (await httpsGet(`${server}/readyz`, tls)) === 200,
@@ -98,6 +104,11 @@ export async function startLocalKube(
     description: `kube-apiserver ${version} + etcd at ${server}`,
     seconds: (Date.now() - began) / 1000,
     logs: [etcdLog, apiLog],
+    processes: ["etcd", "kube-apiserver"],
+    ready: (name) =>
+      name === "etcd"
+        ? waitFor(`etcd on ${etcdUrl}`, async () => (await fetch(`${etcdUrl}/health`)).ok, 30_000)
+        : apiReady(name),
   };
 }
 

@@ -42,7 +42,7 @@ export interface StartOptions {
  * killed with SIGKILL; stop() shuts the servers down in reverse start order.
  */
 export class ProcessGroup {
-  private readonly procs: { name: string; child: ChildProcess; logFile: string }[] = [];
+  private readonly procs: { name: string; child: ChildProcess; opts: StartOptions }[] = [];
   private readonly pidFile: string;
   private reaper: ChildProcess | undefined;
 
@@ -64,8 +64,22 @@ export class ProcessGroup {
     closeSync(fd);
     if (child.pid === undefined) throw new Error(`${opts.name}: could not start ${opts.command}`);
     appendFileSync(this.pidFile, `${child.pid}\n`);
-    this.procs.push({ name: opts.name, child, logFile: opts.logFile });
+    this.procs.push({ name: opts.name, child, opts });
     return child;
+  }
+
+  /**
+   * Stops a server and starts it again with the same command line (tests use it to restart the API
+   * server under a running controller). Returns the new process.
+   */
+  async restart(name: string, downtimeMs = 0): Promise<ChildProcess> {
+    const index = this.procs.findIndex((p) => p.name === name);
+    if (index < 0) throw new Error(`no process named ${name}`);
+    const { child, opts } = this.procs[index]!;
+    await this.stopOne(child);
+    this.procs.splice(index, 1);
+    if (downtimeMs > 0) await new Promise((r) => setTimeout(r, downtimeMs));
+    return this.start(opts);
   }
 
   /** Stops one process (its whole group): SIGTERM, then SIGKILL after `graceMs`. */

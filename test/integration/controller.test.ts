@@ -1,0 +1,315 @@
+import { readFileSync } from "node:fs";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  EventsV1Api,
+  type EventsV1Event,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { eventually, type RunningController, restartServer, startController } from "../support/controller.ts";
+import { kubeConfig, uniqueName } from "../support/env.ts";
+import { apiServerAddress, compactEtcd, kubeconfigVia } from "../support/etcd.ts";
+import { FaultProxy } from "../support/fault-proxy.ts";
+import { installCrds } from "../support/kubectl.ts";
+import { baseJob } from "../support/manifests.ts";
+
+const kc = kubeConfig();
+const core = kc.makeApiClient(CoreV1Api);
+const custom = kc.makeApiClient(CustomObjectsApi);
+const eventsApi = kc.makeApiClient(EventsV1Api);
+const leases = kc.makeApiClient(CoordinationV1Api);
+const G = { group: "syncgov.io", version: "v1alpha1", plural: "syncjobs" };
+
+type Job = Record<string, unknown> & {
+  metadata: { name: string; generation?: number };
+  spec: Record<string, unknown>;
+  status?: {
+    observedGeneration?: number;
+    phase?: string;
+    conditions?: { type: string; status: string; message?: string }[];
+  };
+};
+
+/** Semantically invalid variants: accepted by the API server, rejected by the controller, and the field each names. */
+// biome-ignore lint/suspicious/noExplicitAny: the table edits manifests freely.
+type LooseSpec = Record<string, any>;
+
+/** Semantically invalid variants: accepted by the API server, rejected by the controller, and the field each names. */
+const INVALID_VARIANTS: { field: string; mutate: (spec: LooseSpec) => void }[] = [
+  {
+    field: "spec.schedule",
+    mutate: (s) => {
+      s.schedule = "61 2 * * *";
+    },
+  },
+  {
+    field: "spec.timeZone",
+    mutate: (s) => {
+      s.timeZone = "Mars/Olympus_Mons";
+    },
+  },
+  {
+    field: "spec.target.sql.dialect",
+    mutate: (s) => {
+      s.target.sql.dialect = "mysql";
+    },
+  },
+  {
+    field: "spec.target.sql.keyColumns",
+    mutate: (s) => {
+      s.target.sql.keyColumns = ["customer_id", "customer_id"];
+    },
+  },
+  {
+    field: "spec.masking[0].pattern",
+    mutate: (s) => {
+      s.masking = [{ column: "email", transform: "regexReplace", pattern: "(" }];
+    },
+  },
+];
+
+function jobManifest(name: string, invalid?: (typeof INVALID_VARIANTS)[number]): Job {
+  const m = baseJob() as Job;
+  m.metadata = { name };
+  (m.spec.target as { sql: { table: string } }).sql.table = `analytics.${name.replaceAll("-", "_")}`;
+  invalid?.mutate(m.spec);
+  return m;
+}
+
+async function listJobs(namespace: string): Promise<Job[]> {
+  const list = (await custom.listNamespacedCustomObject({ ...G, namespace })) as { items: Job[] };
+  return list.items;
+}
+
+function reconciled(job: Job): boolean {
+  return (
+    job.status?.observedGeneration === job.metadata.generation &&
+    (job.status?.conditions ?? []).some(
+      (c) =>
+        c.type === "Valid" &&
+        (c as { observedGeneration?: number }).observedGeneration === job.metadata.generation,
+    )
+  );
+}
+
+async function allReconciled(namespace: string, expected: number): Promise<Job[] | undefined> {
+  const jobs = await listJobs(namespace);
+  return jobs.length === expected && jobs.every(reconciled) ? jobs : undefined;
+}
+
+async function eventsFor(namespace: string): Promise<EventsV1Event[]> {
+  return (await eventsApi.listNamespacedEvent({ namespace })).items.filter(
+    (e) => e.regarding?.kind === "SyncJob",
+  );
+}
+
+async function createAll(namespace: string, jobs: Job[]): Promise<void> {
+  for (let i = 0; i < jobs.length; i += 25) {
+    await Promise.all(
+      jobs.slice(i, i + 25).map((body) => custom.createNamespacedCustomObject({ ...G, namespace, body })),
+    );
+  }
+}
+
+const controllers: RunningController[] = [];
+const namespaces: string[] = [];
+
+async function newNamespace(prefix: string): Promise<string> {
+  const name = uniqueName(prefix);
+  await core.createNamespace({ body: { metadata: { name } } });
+  namespaces.push(name);
+  return name;
+}
+
+beforeAll(async () => {
+  await installCrds();
+  await core.createNamespace({ body: { metadata: { name: "syncgov-system" } } }).catch(() => undefined);
+});
+
+afterEach(async () => {
+  for (const c of controllers.splice(0)) await c.stop();
+});
+
+afterAll(async () => {
+  for (const name of namespaces) await core.deleteNamespace({ name }).catch(() => undefined);
+});
+
+describe("the controller against a real API server", () => {
+  it("reconciles 200 SyncJobs applied at once, valid and invalid, with one event per change", async () => {
+    const namespace = await newNamespace("ctl-burst");
+    controllers.push(await startController({ identity: "burst", leaseName: uniqueName("lease") }));
+    const jobs = Array.from({ length: 200 }, (_, i) =>
+      jobManifest(`job-${i}`, i % 4 === 0 ? INVALID_VARIANTS[(i / 4) % INVALID_VARIANTS.length] : undefined),
+    );
+    await createAll(namespace, jobs);
+
+    const done = await eventually("all 200 jobs reconciled", () => allReconciled(namespace, 200), 90_000);
+    for (const job of done) {
+      const i = Number(job.metadata.name.slice(4));
+      const valid = job.status!.conditions!.find((c) => c.type === "Valid")!;
+      if (i % 4 === 0) {
+        const variant = INVALID_VARIANTS[(i / 4) % INVALID_VARIANTS.length]!;
+        expect(valid.status, job.metadata.name).toBe("False");
+        expect(valid.message).toContain(variant.field);
+        expect(job.status!.phase).toBe("Invalid");
+      } else {
+        expect(valid.status, job.metadata.name).toBe("True");
+      }
+    }
+
+    // One event per job, and none more while nothing changes.
+    const first = await eventually("an event for every job", async () => {
+      const evs = await eventsFor(namespace);
+      return new Set(evs.map((e) => e.regarding?.name)).size === 200 ? evs : undefined;
+    });
+    await new Promise((r) => setTimeout(r, 3000));
+    const later = await eventsFor(namespace);
+    expect(later).toHaveLength(200);
+    expect(first).toHaveLength(200);
+    for (const e of later) {
+      expect(e.series, `${e.regarding?.name} has a repeated event`).toBeUndefined();
+      const i = Number(e.regarding?.name?.slice(4));
+      expect(e.reason).toBe(i % 4 === 0 ? "InvalidSpec" : "SpecValid");
+    }
+
+    // Fixing an invalid job is one change: one more event, and the condition flips.
+    await custom.patchNamespacedCustomObject(
+      { ...G, namespace, name: "job-0", body: { spec: { schedule: "0 2 * * *" } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+    const fixed = await eventually("job-0 valid at generation 2", async () => {
+      const job = (await custom.getNamespacedCustomObject({ ...G, namespace, name: "job-0" })) as Job;
+      return job.metadata.generation === 2 && reconciled(job) ? job : undefined;
+    });
+    expect(fixed.status!.conditions!.find((c) => c.type === "Valid")!.status).toBe("True");
+    await new Promise((r) => setTimeout(r, 1500));
+    const job0 = (await eventsFor(namespace)).filter((e) => e.regarding?.name === "job-0");
+    expect(job0.map((e) => e.reason).sort()).toEqual(["InvalidSpec", "SpecValid"]);
+  });
+
+  it("misses nothing across an API server restart and an etcd compaction (watch 410 Gone)", async () => {
+    const namespace = await newNamespace("ctl-410");
+    const proxy = await FaultProxy.start(apiServerAddress());
+    try {
+      const ctl = await startController({
+        identity: "relist",
+        leaseName: uniqueName("lease"),
+        kubeconfig: kubeconfigVia(proxy.port, "relist"),
+      });
+      controllers.push(ctl);
+      await createAll(
+        namespace,
+        Array.from({ length: 10 }, (_, i) => jobManifest(`before-${i}`)),
+      );
+      await eventually("first jobs reconciled", () => allReconciled(namespace, 10));
+
+      // Cut the controller off, change things behind its back, and make its resourceVersion history disappear.
+      proxy.refuse(true);
+      proxy.cutConnections();
+      await createAll(
+        namespace,
+        Array.from({ length: 10 }, (_, i) => jobManifest(`during-${i}`)),
+      );
+      for (let i = 0; i < 5; i++) {
+        await custom.patchNamespacedCustomObject(
+          { ...G, namespace, name: `before-${i}`, body: { spec: { priority: 7 } } },
+          setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        );
+      }
+      for (let i = 5; i < 10; i++)
+        await custom.deleteNamespacedCustomObject({ ...G, namespace, name: `before-${i}` });
+      await compactEtcd();
+      await restartServer("kube-apiserver");
+      proxy.refuse(false);
+
+      const jobs = await eventually(
+        "every job reconciled after the restart",
+        () => allReconciled(namespace, 15),
+        60_000,
+      );
+      expect(
+        jobs
+          .filter((j) => j.metadata.generation === 2)
+          .map((j) => j.metadata.name)
+          .sort(),
+      ).toEqual([0, 1, 2, 3, 4].map((i) => `before-${i}`));
+      // The controller's registry lost the deleted jobs too.
+      const view = await eventually("the registry without the deleted jobs", async () => {
+        const v = (await (await fetch(`http://127.0.0.1:${ctl.port}/api/registry`)).json()) as {
+          objects: { kind: string; namespace?: string; name: string }[];
+        };
+        const names = v.objects
+          .filter((o) => o.kind === "SyncJob" && o.namespace === namespace)
+          .map((o) => o.name);
+        return names.length === 15 ? names : undefined;
+      });
+      expect(view.some((n) => n.startsWith("before-") && Number(n.slice(7)) >= 5)).toBe(false);
+      // The watch really expired: the informer relisted because of 410 Gone.
+      const log = readFileSync(ctl.logFile, "utf8");
+      expect(log).toMatch(/"kind":"SyncJob","reason":"expired"/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("with two controllers exactly one reconciles; after kill -9 the other takes over within the lease", async () => {
+    const namespace = await newNamespace("ctl-ha");
+    const leaseName = uniqueName("lease");
+    const timing = { leaseDuration: 4, renewDeadline: 3, retryPeriod: 1 };
+    const a = await startController({ identity: "replica-a", leaseName, ...timing });
+    controllers.push(a);
+    await eventually("replica-a leads", async () => {
+      const lease = await leases.readNamespacedLease({ namespace: "syncgov-system", name: leaseName });
+      return lease.spec?.holderIdentity === "replica-a" ? true : undefined;
+    });
+    const b = await startController({ identity: "replica-b", leaseName, ...timing });
+    controllers.push(b);
+
+    await createAll(
+      namespace,
+      Array.from({ length: 20 }, (_, i) => jobManifest(`first-${i}`)),
+    );
+    await eventually("first jobs reconciled", () => allReconciled(namespace, 20));
+    const firstEvents = await eventually("20 events", async () => {
+      const evs = await eventsFor(namespace);
+      return evs.length === 20 ? evs : undefined;
+    });
+    expect(new Set(firstEvents.map((e) => e.reportingInstance))).toEqual(new Set(["replica-a"]));
+    expect(await b.metrics()).toMatch(/syncgov_leader\{[^}]*\} 0/);
+
+    const killedAt = Date.now();
+    await a.kill9();
+    await createAll(
+      namespace,
+      Array.from({ length: 20 }, (_, i) => jobManifest(`second-${i}`)),
+    );
+    await eventually(
+      "replica-b leads",
+      async () => {
+        const lease = await leases.readNamespacedLease({ namespace: "syncgov-system", name: leaseName });
+        return lease.spec?.holderIdentity === "replica-b" ? true : undefined;
+      },
+      20_000,
+    );
+    const takeoverMs = Date.now() - killedAt;
+    console.log(
+      `takeover after kill -9: ${takeoverMs} ms (lease ${timing.leaseDuration} s, retry ${timing.retryPeriod} s)`,
+    );
+    // The lease expires at most leaseDuration after the last renewal; the candidate looks every
+    // retryPeriod (with up to 20% jitter); the poll above adds its own 250 ms.
+    expect(takeoverMs).toBeLessThanOrEqual((timing.leaseDuration + 1.2 * timing.retryPeriod) * 1000 + 500);
+
+    await eventually("second jobs reconciled by replica-b", () => allReconciled(namespace, 40), 30_000);
+    const evs = await eventually("40 events", async () => {
+      const all = await eventsFor(namespace);
+      return all.length === 40 ? all : undefined;
+    });
+    const byInstance = (prefix: string) =>
+      new Set(evs.filter((e) => e.regarding?.name?.startsWith(prefix)).map((e) => e.reportingInstance));
+    expect(byInstance("second-")).toEqual(new Set(["replica-b"]));
+    expect(byInstance("first-")).toEqual(new Set(["replica-a"]));
+  });
+});
