@@ -4,6 +4,7 @@
  * (policy tests and exports, approvals, CRD generation).
  */
 import { Command, InvalidArgumentError } from "commander";
+import { registerPolicyCommands } from "./policy/cli.ts";
 
 const program = new Command()
   .name("syncgov")
@@ -53,5 +54,7 @@ program
     const { validateFiles } = await import("./api/validate-files.ts");
     process.exitCode = validateFiles(files, console.log) ? 0 : 1;
   });
+
+registerPolicyCommands(program);
 
 await program.parseAsync(process.argv);
