@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { registerPolicyCommands } from "./policy/cli.ts";
+import { registerRunCommand } from "./runner/cli.ts";
 
 const program = new Command()
   .name("syncgov")
@@ -56,5 +57,6 @@ program
   });
 
 registerPolicyCommands(program);
+registerRunCommand(program);
 
 await program.parseAsync(process.argv);

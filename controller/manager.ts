@@ -1,12 +1,18 @@
 import { hostname } from "node:os";
 import { CustomObjectsApi, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import { type Counter, type Histogram, metrics, SpanStatusCode, trace } from "@opentelemetry/api";
+import type { SyncPolicy } from "./api/syncpolicy.ts";
+import type { SyncRunStatus } from "./api/syncrun.ts";
+import { validateSyncPolicy } from "./api/validate.ts";
 import { serverPort, startHttpServer } from "./http/server.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { Informer } from "./kube/informer.ts";
 import { LeaderElector } from "./kube/leader.ts";
-import { describeApiError, isNotFound, type ResourceType } from "./kube/resource.ts";
-import { patchStatus } from "./kube/status.ts";
+import { controllerReference } from "./kube/ownership.ts";
+import { describeApiError, isNotFound, type ResourceType, statusCodeOf } from "./kube/resource.ts";
+import { kubeTime, patchStatus, setCondition } from "./kube/status.ts";
+import type { NamedPolicy, NamespaceSubject } from "./policy/effective.ts";
+import { ruleCompileErrors } from "./policy/policy-files.ts";
 import { type ReconcileResult, WorkQueue } from "./queue/workqueue.ts";
 import {
   keyOf,
@@ -20,9 +26,12 @@ import {
   type SyncRegistry,
   stored,
 } from "./reconcile/objects.ts";
-import { decideJobValidity } from "./reconcile/syncjob.ts";
+import { decideJob, isFinished, type JobDecision } from "./reconcile/syncjob.ts";
 import { BY_KIND_AND_PHASE } from "./registry/indexes.ts";
 import type { RegistryEvent } from "./registry/registry.ts";
+import { type Decision, decideAdmissions } from "./scheduler/admission.ts";
+import { admissionInput, type JobAdmission } from "./scheduler/input.ts";
+import { untilNextMinute } from "./scheduler/windows.ts";
 import { type Logger, logger as rootLogger } from "./telemetry/logger.ts";
 import { Telemetry } from "./telemetry/telemetry.ts";
 
@@ -39,6 +48,9 @@ export interface ControllerOptions {
 }
 
 const FIELD_MANAGER = "syncgov-controller";
+const SCHEDULER_KEY = "Scheduler/admission";
+const STATUS_WRITERS = 16;
+const GVR_RUNS = { group: "syncgov.io", version: "v1alpha1", plural: "syncruns" };
 const SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /**
@@ -168,7 +180,11 @@ export class Controller {
     watch("SyncJob", SYNCJOBS);
     watch("SyncRun", SYNCRUNS);
     await Promise.all(this.informers.map((i) => i.waitForSync()));
+    // The registry holds everything listed before anyone reads it.
+    if (this.pending.length > 0) this.flush();
+    this.stopSweep = this.registry.startTombstoneSweep(60_000);
   }
+  private stopSweep: (() => void) | undefined;
 
   synced(): boolean {
     return this.informers.length > 0 && this.informers.every((i) => i.hasSynced());
@@ -202,14 +218,22 @@ export class Controller {
     switch (e.kind) {
       case "SyncJob":
         queue.add(keyOf("SyncJob", e.namespace, e.name));
+        queue.add(SCHEDULER_KEY);
         break;
-      case "SyncRun": {
-        const jobName = (e.object as { spec?: { jobName?: string } }).spec?.jobName;
-        if (jobName) queue.add(keyOf("SyncJob", e.namespace, jobName));
+      case "SyncRun":
+        if (e.jobName) queue.add(keyOf("SyncJob", e.namespace, e.jobName));
+        queue.add(SCHEDULER_KEY);
         break;
-      }
       case "SyncPolicy":
+        // A policy change can change every job's effective policy.
+        queue.add(keyOf("SyncPolicy", undefined, e.name));
+        for (const job of this.registry.snapshot().ofKind("SyncJob"))
+          queue.add(keyOf("SyncJob", job.namespace, job.name));
+        queue.add(SCHEDULER_KEY);
+        break;
       case "Namespace":
+        for (const job of this.registry.snapshot().ofKind("SyncJob", e.name))
+          queue.add(keyOf("SyncJob", job.namespace, job.name));
         break;
     }
   }
@@ -251,6 +275,10 @@ export class Controller {
           switch (kind) {
             case "SyncJob":
               return await this.reconcileJob(key);
+            case "SyncPolicy":
+              return await this.reconcilePolicy(key);
+            case "Scheduler":
+              return await this.reconcileScheduler();
             default:
               return undefined;
           }
@@ -268,15 +296,100 @@ export class Controller {
     );
   }
 
+  /** SyncPolicies of the snapshot, parsed once per resourceVersion; invalid ones are left out. */
+  private policies(): NamedPolicy[] {
+    const out: NamedPolicy[] = [];
+    for (const e of this.registry.snapshot().ofKind("SyncPolicy")) {
+      const cached = this.policyCache.get(e.name);
+      if (cached && cached.rv === e.resourceVersion) {
+        if (cached.policy) out.push(cached.policy);
+        continue;
+      }
+      const parsed = validateSyncPolicy(e.object);
+      const policy = parsed.ok ? { name: e.name, spec: (parsed.value as SyncPolicy).spec } : undefined;
+      this.policyCache.set(e.name, { rv: e.resourceVersion, policy });
+      if (policy) out.push(policy);
+    }
+    return out;
+  }
+  private readonly policyCache = new Map<
+    string,
+    { rv: string | undefined; policy: NamedPolicy | undefined }
+  >();
+
+  private namespaceSubject(name: string): NamespaceSubject {
+    const ns = this.registry.snapshot().get(keyOf("Namespace", undefined, name));
+    return { name, labels: { "kubernetes.io/metadata.name": name, ...(ns?.object.metadata?.labels ?? {}) } };
+  }
+
+  private decide(entry: StoredObject, now: Date): JobDecision {
+    const runs = [...this.registry.snapshot().ofKind("SyncRun", entry.namespace)]
+      .filter((r) => r.jobName === entry.name)
+      .map((r) => ({
+        name: r.name,
+        phase: r.phase,
+        type: r.runType,
+        createdAt: Date.parse(String(r.object.metadata?.creationTimestamp ?? "")) || 0,
+        completionTime: (r.object as { status?: SyncRunStatus }).status?.completionTime,
+      }));
+    return decideJob({
+      object: entry.object,
+      policies: this.policies(),
+      namespace: this.namespaceSubject(entry.namespace ?? ""),
+      runs,
+      now,
+    });
+  }
+
   private async reconcileJob(key: string): Promise<ReconcileResult | undefined> {
     const entry = this.registry.snapshot().get(key);
     if (!entry) return undefined; // deleted: owned runs go with it (owner references)
-    const decision = decideJobValidity(entry.object, new Date());
+    const decision = this.decide(entry, new Date());
+    const namespace = entry.namespace ?? "";
+    for (const run of decision.create) {
+      try {
+        const created = (await this.custom.createNamespacedCustomObject({
+          ...GVR_RUNS,
+          namespace,
+          body: {
+            apiVersion: "syncgov.io/v1alpha1",
+            kind: "SyncRun",
+            metadata: {
+              name: run.name,
+              namespace,
+              labels: { "syncgov.io/job": entry.name },
+              ownerReferences: [controllerReference(entry.object)],
+            },
+            spec: { jobName: entry.name, type: run.type, trigger: run.trigger },
+          },
+        })) as KubernetesObject;
+        this.registry.applyBatch([{ type: "ADDED", object: stored("SyncRun", created) }]);
+        await this.events.record(entry.object, {
+          type: "Normal",
+          reason: "RunCreated",
+          note: `Created ${run.type} run ${run.name} (${run.trigger.toLowerCase()} trigger).`,
+        });
+      } catch (err) {
+        if (statusCodeOf(err) !== 409) throw err; // 409: created by an earlier attempt
+      }
+    }
+    for (const name of decision.delete) {
+      try {
+        await this.custom.deleteNamespacedCustomObject({
+          ...GVR_RUNS,
+          namespace,
+          name,
+          propagationPolicy: "Background",
+        });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
     if (decision.status) {
       try {
         const written = await patchStatus(
           this.custom,
-          { resource: SYNCJOBS, namespace: entry.namespace, name: entry.name },
+          { resource: SYNCJOBS, namespace, name: entry.name },
           decision.status,
           { fieldManager: FIELD_MANAGER },
         );
@@ -291,7 +404,252 @@ export class Controller {
       }
     }
     for (const ev of decision.events) await this.events.record(entry.object, ev);
+    return decision.requeueAfterMs !== undefined ? { requeueAfter: decision.requeueAfterMs } : undefined;
+  }
+
+  /** SyncPolicy status: Ready (every rule compiles, with positions when not), matched jobs, violations. */
+  private async reconcilePolicy(key: string): Promise<ReconcileResult | undefined> {
+    const entry = this.registry.snapshot().get(key);
+    if (!entry) return undefined;
+    const now = new Date();
+    const status = (entry.object as { status?: Record<string, unknown> }).status ?? {};
+    const parsed = validateSyncPolicy(entry.object);
+    const generation = entry.object.metadata?.generation ?? 0;
+    const ruleErrors = parsed.ok
+      ? ruleCompileErrors({ name: entry.name, spec: (parsed.value as SyncPolicy).spec }).map((e) => ({
+          rule: e.rule,
+          ...(e.position ? { position: e.position } : {}),
+          reason: e.reason,
+        }))
+      : [];
+    let matched = 0;
+    let violating = 0;
+    for (const job of this.registry.snapshot().ofKind("SyncJob")) {
+      const eff = (
+        job.object as { status?: { effectivePolicy?: { policies?: string[]; violations?: string[] } } }
+      ).status?.effectivePolicy;
+      if (!eff?.policies?.includes(entry.name)) continue;
+      matched++;
+      if (eff.violations?.some((v) => v.startsWith(`${entry.name}/`))) violating++;
+    }
+    const ready = ruleErrors.length === 0;
+    const message = ready
+      ? "All rules compile."
+      : ruleErrors.map((e) => `rule ${e.rule}: ${e.position ? `${e.position}: ` : ""}${e.reason}`).join("; ");
+    const { conditions, changed } = setCondition(
+      status.conditions as never,
+      {
+        type: "Ready",
+        status: ready ? "True" : "False",
+        reason: ready ? "RulesCompiled" : "InvalidRule",
+        message,
+        observedGeneration: generation,
+      },
+      now,
+    );
+    const next = {
+      observedGeneration: generation,
+      conditions,
+      matchedJobs: matched,
+      violations: violating,
+      ruleErrors,
+    };
+    const same =
+      !changed &&
+      status.observedGeneration === generation &&
+      status.matchedJobs === matched &&
+      status.violations === violating &&
+      JSON.stringify(status.ruleErrors ?? []) === JSON.stringify(ruleErrors);
+    if (same) return undefined;
+    const written = await patchStatus(this.custom, { resource: SYNCPOLICIES, name: entry.name }, next, {
+      fieldManager: FIELD_MANAGER,
+    });
+    this.registry.applyBatch([
+      { type: "MODIFIED", object: stored("SyncPolicy", written as KubernetesObject) },
+    ]);
+    if (changed && !ready) {
+      await this.events.record(entry.object, { type: "Warning", reason: "InvalidRule", note: message });
+    }
     return undefined;
+  }
+
+  /**
+   * Admission: one decision over one registry snapshot, committed with a compare-and-swap on the
+   * snapshot's version (the admitted runs take their slots in the registry's indexes before any
+   * status is written), then written to the runs' status. A conflict means another writer changed
+   * the registry meanwhile: decide again on the new snapshot.
+   */
+  private async reconcileScheduler(): Promise<ReconcileResult | undefined> {
+    const now = new Date();
+    const admissions = new Map<string, JobAdmission | undefined>();
+    const admissionOf = (namespace: string, jobName: string): JobAdmission | undefined => {
+      const k = `${namespace}/${jobName}`;
+      if (admissions.has(k)) return admissions.get(k);
+      const entry = this.registry.snapshot().get(keyOf("SyncJob", namespace, jobName));
+      let a: JobAdmission | undefined;
+      if (entry) {
+        const d = this.decide(entry, now);
+        if (d.job && d.effective) {
+          a = {
+            job: d.job,
+            effective: d.effective,
+            refusal:
+              d.effective.verdict === "Block"
+                ? `job ${jobName} is blocked by policy: ${d.effective.violations.map((v) => `${v.policy}/${v.rule}`).join(", ")}`
+                : d.job.spec.suspend
+                  ? `job ${jobName} is suspended`
+                  : undefined,
+          };
+        }
+      }
+      admissions.set(k, a);
+      return a;
+    };
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const snap = this.registry.snapshot();
+      const { input, refused } = admissionInput(snap, admissionOf, now);
+      const decisions = decideAdmissions(input);
+      const byKey = (k: string) =>
+        snap.get(keyOf("SyncRun", k.slice(0, k.indexOf("/")), k.slice(k.indexOf("/") + 1)));
+      const committed = this.registry.commit(snap.version, (draft) => {
+        for (const d of decisions) {
+          const e = byKey(d.run.key);
+          if (!e) continue;
+          if (d.kind === "Admit" || d.kind === "Replace")
+            draft.upsert({ ...e, phase: "Running", target: d.run.target });
+          if (d.kind === "Replace") {
+            for (const c of d.cancel) {
+              const victim = byKey(c);
+              if (victim) draft.upsert({ ...victim, phase: "Cancelled" });
+            }
+          }
+        }
+      });
+      if (!committed.ok) continue;
+      await this.writeDecisions(snap, decisions, refused, byKey, now);
+      const waitingForWindow = decisions.some((d) => d.kind === "Queue" && d.reason === "OutsideBatchWindow");
+      return waitingForWindow ? { requeueAfter: untilNextMinute(now) } : undefined;
+    }
+    throw new Error("admission kept conflicting with other registry writes; retrying");
+  }
+
+  private async writeDecisions(
+    _snap: unknown,
+    decisions: Decision[],
+    refused: { run: StoredObject; reason: string; message: string }[],
+    byKey: (k: string) => StoredObject | undefined,
+    now: Date,
+  ): Promise<void> {
+    const writes: (() => Promise<void>)[] = [];
+    const write = (
+      e: StoredObject,
+      status: Partial<SyncRunStatus>,
+      event?: { type: "Normal" | "Warning"; reason: string; note: string },
+    ) => {
+      const current = (e.object as { status?: SyncRunStatus }).status ?? {};
+      const same = (Object.keys(status) as (keyof SyncRunStatus)[]).every(
+        (k) => k === "conditions" || JSON.stringify(status[k]) === JSON.stringify(current[k]),
+      );
+      if (same) return;
+      writes.push(async () => {
+        try {
+          const written = await patchStatus(
+            this.custom,
+            { resource: SYNCRUNS, namespace: e.namespace, name: e.name },
+            status,
+            // Admission is conditional on the version decided on: a run changed meanwhile is decided again.
+            {
+              fieldManager: FIELD_MANAGER,
+              ...(status.phase === "Running" ? { resourceVersion: e.resourceVersion } : {}),
+            },
+          );
+          this.registry.applyBatch([
+            { type: "MODIFIED", object: stored("SyncRun", written as KubernetesObject) },
+          ]);
+          if (event) await this.events.record(e.object, event);
+        } catch (err) {
+          if (isNotFound(err)) return;
+          if (statusCodeOf(err) === 409) {
+            this.queue?.add(SCHEDULER_KEY);
+            return;
+          }
+          throw err;
+        }
+      });
+    };
+    const condition = (e: StoredObject, status: "True" | "False", reason: string, message: string) =>
+      setCondition(
+        (e.object as { status?: SyncRunStatus }).status?.conditions,
+        { type: "Admitted", status, reason, message },
+        now,
+      ).conditions;
+    for (const d of decisions) {
+      const e = byKey(d.run.key);
+      if (!e) continue;
+      switch (d.kind) {
+        case "Admit":
+        case "Replace":
+          write(e, {
+            phase: "Running",
+            target: d.run.target,
+            admittedAt: kubeTime(now),
+            conditions: condition(e, "True", "Admitted", "Admitted within the concurrency limits."),
+          });
+          for (const c of d.kind === "Replace" ? d.cancel : []) {
+            const victim = byKey(c);
+            if (victim)
+              write(
+                victim,
+                {
+                  phase: "Cancelled",
+                  completionTime: kubeTime(now),
+                  message: `Replaced by ${d.run.name} (concurrencyPolicy Replace).`,
+                },
+                {
+                  type: "Normal",
+                  reason: "Replaced",
+                  note: `Cancelled: replaced by ${d.run.name} (concurrencyPolicy Replace).`,
+                },
+              );
+          }
+          break;
+        case "Queue":
+          write(
+            e,
+            {
+              phase: "Queued",
+              queueReason: d.message,
+              conditions: condition(e, "False", d.reason, d.message),
+            },
+            { type: "Normal", reason: "Queued", note: `Queued: ${d.message}.` },
+          );
+          break;
+        case "Skip":
+          write(
+            e,
+            { phase: "Skipped", completionTime: kubeTime(now), message: d.message },
+            { type: "Normal", reason: "Skipped", note: `Skipped: ${d.message}.` },
+          );
+          break;
+      }
+    }
+    for (const r of refused) {
+      write(
+        r.run,
+        {
+          phase: "Queued",
+          queueReason: r.message,
+          conditions: condition(r.run, "False", r.reason, r.message),
+        },
+        { type: "Warning", reason: r.reason, note: `Not admitted: ${r.message}.` },
+      );
+    }
+    // Status writes in parallel, bounded, as a controller's client would be.
+    let next = 0;
+    const worker = async () => {
+      while (next < writes.length) await writes[next++]!();
+    };
+    await Promise.all(Array.from({ length: Math.min(STATUS_WRITERS, writes.length) }, worker));
   }
 
   /** Registry view for /api/registry. */
@@ -314,6 +672,7 @@ export class Controller {
     await this.workersDone;
     await this.elector.stop();
     await Promise.all(this.informers.map((i) => i.stop()));
+    this.stopSweep?.();
   }
 }
 

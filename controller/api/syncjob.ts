@@ -363,6 +363,11 @@ export const SyncJobStatus = z
       .optional()
       .describe("SyncRuns of this job that are queued or running."),
     lastScheduleTime: z.string().max(64).optional().describe("When the schedule last started a run."),
+    lastManualRequest: z
+      .string()
+      .max(256)
+      .optional()
+      .describe("The value of the syncgov.io/run-now annotation that last started a run by hand."),
     lastRun: z
       .strictObject({
         name: objectName,

@@ -40,7 +40,9 @@ export const CelRule = z
       .string()
       .min(1)
       .max(4096)
-      .describe("CEL over `object` (the SyncJob) and `namespaceObject` (its Namespace, with metadata.labels); true means compliant."),
+      .describe(
+        "CEL over `object` (the SyncJob) and `namespaceObject` (its Namespace, with metadata.labels); true means compliant.",
+      ),
     message: z.string().min(1).max(1024).describe("Said when the expression is false."),
   })
   .describe("An admission rule in CEL.");

@@ -50,6 +50,11 @@ export const SyncRunStatus = z
       .max(1024)
       .optional()
       .describe("Why the run waits, e.g. '3/3 running in namespace payments'."),
+    target: z
+      .string()
+      .max(512)
+      .optional()
+      .describe("The target the admitted run holds a concurrency slot on."),
     admittedAt: z.string().max(64).optional(),
     startTime: z.string().max(64).optional(),
     completionTime: z

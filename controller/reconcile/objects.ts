@@ -40,6 +40,9 @@ export interface StoredObject extends RegistryEntry {
   readonly phase?: string | undefined;
   /** For SyncRuns holding a concurrency slot: the target they write to (status.target). */
   readonly target?: string | undefined;
+  /** For SyncRuns: spec.jobName and spec.type. */
+  readonly jobName?: string | undefined;
+  readonly runType?: string | undefined;
 }
 
 /** Run phases that hold a concurrency slot. */
@@ -47,7 +50,11 @@ export const ACTIVE_RUN_PHASES: ReadonlySet<string> = new Set(["Running"]);
 
 export function stored(kind: StoredKind, object: KubernetesObject): StoredObject {
   const status = (object as { status?: { phase?: string; target?: string } }).status;
+  const spec =
+    kind === "SyncRun" ? (object as { spec?: { jobName?: string; type?: string } }).spec : undefined;
   return {
+    jobName: spec?.jobName,
+    runType: spec?.type,
     kind,
     namespace: object.metadata?.namespace || undefined,
     name: object.metadata?.name ?? "",
@@ -62,10 +69,24 @@ export function keyOf(kind: StoredKind, namespace: string | undefined, name: str
   return registryKey({ kind, namespace, name });
 }
 
+/**
+ * A run holds a concurrency slot while it runs. Realtime sessions are standing streams, not queued
+ * work: they are admitted by policy but do not count against the limits (so that a hybrid job's
+ * scheduled compare can run beside its stream).
+ */
+export function holdsSlot(e: StoredObject): boolean {
+  return (
+    e.kind === "SyncRun" &&
+    e.phase !== undefined &&
+    ACTIVE_RUN_PHASES.has(e.phase) &&
+    e.runType !== "Realtime"
+  );
+}
+
 export const REGISTRY_INDEXES: readonly IndexDefinition<StoredObject>[] = [
   countByKindAndPhase<StoredObject>((e) => e.phase),
   ...countRunningRuns<StoredObject>({
-    isRunning: (e) => e.kind === "SyncRun" && e.phase !== undefined && ACTIVE_RUN_PHASES.has(e.phase),
+    isRunning: holdsSlot,
     targetKeyOf: (e) => e.target,
   }),
 ];

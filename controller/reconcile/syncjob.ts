@@ -1,61 +1,334 @@
+import { createHash } from "node:crypto";
 import type { KubernetesObject } from "@kubernetes/client-node";
+import { Cron } from "croner";
 import type { Condition } from "../api/common.ts";
 import { semanticErrors } from "../api/semantics.ts";
-import type { SyncJobStatus } from "../api/syncjob.ts";
+import type { SyncJob, SyncJobStatus } from "../api/syncjob.ts";
+import type { SyncRunStatus } from "../api/syncrun.ts";
 import { describeErrors, validateSyncJob } from "../api/validate.ts";
 import type { EventRecord } from "../kube/events.ts";
-import { setCondition } from "../kube/status.ts";
+import { kubeTime, setCondition } from "../kube/status.ts";
+import {
+  type EffectivePolicy,
+  effectivePolicy,
+  type NamedPolicy,
+  type NamespaceSubject,
+} from "../policy/effective.ts";
 
-/** What reconciling a SyncJob decides: the status to write (if it changed) and the events to record. */
+/** What reconciling a SyncJob decides. Every field is a pure function of `JobInput`. */
 export interface JobDecision {
   /** The status fields to merge; undefined when the stored status is already right. */
   status?: Partial<SyncJobStatus>;
   events: EventRecord[];
+  /** SyncRuns to create (schedule or manual triggers). */
+  create: NewRun[];
+  /** Finished SyncRuns to delete (TTL or history limits). */
+  delete: string[];
+  /** When to look at the job again (next cron fire, next TTL expiry), in ms from now. */
+  requeueAfterMs?: number;
+  /** The parsed job, when valid; callers use it for the target identity. */
+  job?: SyncJob;
+  effective?: EffectivePolicy;
+}
+
+export interface NewRun {
+  name: string;
+  type: "Batch" | "Realtime" | "Validation";
+  trigger: "Schedule" | "Manual" | "Stream";
+}
+
+export interface RunSummary {
+  name: string;
+  phase: string | undefined;
+  type: string | undefined;
+  createdAt: number;
+  completionTime?: string | undefined;
+}
+
+export interface JobInput {
+  object: KubernetesObject;
+  policies: readonly NamedPolicy[];
+  namespace: NamespaceSubject;
+  runs: readonly RunSummary[];
+  now: Date;
 }
 
 export const VALID = "Valid";
+export const POLICY_COMPLIANT = "PolicyCompliant";
+/** Annotation a person sets (to any new value) to start a run by hand: `kubectl annotate sj x syncgov.io/run-now=$(date +%s)`. */
+export const RUN_NOW_ANNOTATION = "syncgov.io/run-now";
+
+const FINISHED: ReadonlySet<string> = new Set(["Succeeded", "Failed", "Cancelled", "Skipped"]);
+const ACTIVE: ReadonlySet<string> = new Set(["Running"]);
+const WAITING: ReadonlySet<string> = new Set(["Pending", "Queued"]);
+
+export function isFinished(phase: string | undefined): boolean {
+  return phase !== undefined && FINISHED.has(phase);
+}
 
 /**
- * The spec check of a SyncJob: the zod schemas (the same rules the CRD enforces) and the controller's
- * semantic checks. A pure function of the object and the clock; an event is produced only when the
- * Valid condition changes, so repeated reconciles of an unchanged job record nothing.
+ * The SyncJob's level: spec validity, the effective policy and its verdict, the phase derived from
+ * its runs, runs to start (schedule, manual annotation, the realtime session) and finished runs to
+ * clean up (TTL from completionTime, history limits). Events are produced only when a condition
+ * changes, so repeated reconciles of an unchanged job record nothing.
  */
-export function decideJobValidity(object: KubernetesObject, now: Date): JobDecision {
+export function decideJob(input: JobInput): JobDecision {
+  const { object, now } = input;
   const current = (object as { status?: SyncJobStatus }).status ?? {};
   const generation = object.metadata?.generation ?? 0;
+  const events: EventRecord[] = [];
+  const decision: JobDecision = { events, create: [], delete: [] };
+  let conditions = current.conditions;
+  let changed = false;
+  const set = (
+    c: Omit<Condition, "lastTransitionTime">,
+    event?: (prev: Condition | undefined) => EventRecord | undefined,
+  ) => {
+    const prev = conditions?.find((x) => x.type === c.type);
+    const r = setCondition(conditions, c, now);
+    conditions = r.conditions;
+    if (r.changed) {
+      changed = true;
+      if (prev?.status !== c.status || prev?.message !== c.message) {
+        const ev = event?.(prev);
+        if (ev) events.push(ev);
+      }
+    }
+  };
+
   const parsed = validateSyncJob(object);
   const errors = parsed.ok ? semanticErrors(parsed.value.spec) : parsed.errors;
-  const valid = errors.length === 0;
-  const condition = valid
-    ? {
-        type: VALID,
-        status: "True" as const,
-        reason: "SpecValid",
-        message: "The spec passed validation.",
-        observedGeneration: generation,
-      }
-    : {
-        type: VALID,
-        status: "False" as const,
+  const status: Partial<SyncJobStatus> = { observedGeneration: generation };
+  if (!parsed.ok || errors.length > 0) {
+    const message = describeErrors(errors);
+    set(
+      { type: VALID, status: "False", reason: "InvalidSpec", message, observedGeneration: generation },
+      () => ({
+        type: "Warning",
         reason: "InvalidSpec",
-        message: describeErrors(errors),
+        note: `The spec is invalid: ${message}`,
+      }),
+    );
+    status.phase = "Invalid";
+    return finish(decision, current, status, conditions, changed);
+  }
+  const job = parsed.value;
+  decision.job = job;
+  set(
+    {
+      type: VALID,
+      status: "True",
+      reason: "SpecValid",
+      message: "The spec passed validation.",
+      observedGeneration: generation,
+    },
+    () => ({
+      type: "Normal",
+      reason: "SpecValid",
+      note: "The spec passed validation.",
+    }),
+  );
+
+  const effective = effectivePolicy(
+    input.policies,
+    {
+      namespace: object.metadata?.namespace ?? "",
+      name: object.metadata?.name ?? "",
+      labels: object.metadata?.labels ?? {},
+      spec: job.spec,
+      object,
+    },
+    input.namespace,
+  );
+  decision.effective = effective;
+  status.effectivePolicy = {
+    policies: effective.policies,
+    ...(effective.violations.length > 0 ? { enforcement: enforcementOf(effective.verdict) } : {}),
+    ...(effective.maxRunsPerNamespace !== undefined
+      ? { maxRunsPerNamespace: effective.maxRunsPerNamespace }
+      : {}),
+    ...(effective.maxRunsPerTarget !== undefined ? { maxRunsPerTarget: effective.maxRunsPerTarget } : {}),
+    ...(effective.maxRunsGlobal !== undefined ? { maxRunsGlobal: effective.maxRunsGlobal } : {}),
+    ...(effective.ttlSecondsAfterFinished !== undefined
+      ? { ttlSecondsAfterFinished: effective.ttlSecondsAfterFinished }
+      : {}),
+    failedValidationsBeforeShadow: effective.failedValidationsBeforeShadow,
+    violations: effective.violations.map((v) => `${v.policy}/${v.rule}: ${v.message}`),
+  };
+  const violationText = effective.violations.map((v) => `${v.policy}/${v.rule}: ${v.message}`).join("; ");
+  if (effective.verdict === "Admit") {
+    set(
+      {
+        type: POLICY_COMPLIANT,
+        status: "True",
+        reason: "Compliant",
+        message: `Complies with ${effective.policies.length} matching policies.`,
         observedGeneration: generation,
-      };
-  const { conditions, changed } = setCondition(current.conditions, condition, now);
-  const phase = valid
-    ? current.phase === "Invalid" || current.phase === undefined
-      ? "Pending"
-      : current.phase
-    : "Invalid";
-  const events: EventRecord[] = [];
-  const previous = current.conditions?.find((c: Condition) => c.type === VALID);
-  if (changed && (previous?.status !== condition.status || previous?.message !== condition.message)) {
-    events.push(
-      valid
-        ? { type: "Normal", reason: "SpecValid", note: "The spec passed validation." }
-        : { type: "Warning", reason: "InvalidSpec", note: `The spec is invalid: ${condition.message}` },
+      },
+      (prev) =>
+        prev && prev.status !== "True"
+          ? { type: "Normal", reason: "Compliant", note: "The job now complies with its policies." }
+          : undefined,
+    );
+  } else {
+    const reason =
+      effective.verdict === "Block"
+        ? "Blocked"
+        : effective.verdict === "Warn"
+          ? "PolicyWarning"
+          : "PolicyAudit";
+    set(
+      {
+        type: POLICY_COMPLIANT,
+        status: "False",
+        reason,
+        message: violationText,
+        observedGeneration: generation,
+      },
+      () => ({
+        type: effective.verdict === "Audit" ? "Normal" : "Warning",
+        reason,
+        note:
+          effective.verdict === "Block"
+            ? `Blocked by policy: ${violationText}`
+            : effective.verdict === "Warn"
+              ? `Admitted with warnings: ${violationText}`
+              : `Policy violation recorded (audit): ${violationText}`,
+      }),
     );
   }
-  if (!changed && current.observedGeneration === generation && current.phase === phase) return { events };
-  return { status: { observedGeneration: generation, conditions, phase }, events };
+
+  // Runs of this job, oldest first.
+  const runs = [...input.runs].sort((a, b) => a.createdAt - b.createdAt || a.name.localeCompare(b.name));
+  const active = runs.filter((r) => r.phase !== undefined && ACTIVE.has(r.phase));
+  const waiting = runs.filter((r) => r.phase === undefined || WAITING.has(r.phase));
+  status.activeRuns = [...active, ...waiting].map((r) => r.name).slice(0, 100);
+  const lastFinished = [...runs].reverse().find((r) => isFinished(r.phase));
+  if (lastFinished) {
+    status.lastRun = {
+      name: lastFinished.name,
+      phase: lastFinished.phase!,
+      ...(lastFinished.completionTime ? { finishedAt: lastFinished.completionTime } : {}),
+    };
+  }
+
+  const blocked = effective.verdict === "Block";
+  status.phase = blocked
+    ? "Blocked"
+    : job.spec.suspend
+      ? "Suspended"
+      : active.length > 0
+        ? "Running"
+        : waiting.length > 0
+          ? "Queued"
+          : "Idle";
+
+  let requeue: number | undefined;
+  const soonest = (ms: number) => {
+    requeue = requeue === undefined ? ms : Math.min(requeue, ms);
+  };
+  if (!blocked && !job.spec.suspend) {
+    // The realtime channel: one long-lived Realtime run while the job is realtime or hybrid.
+    if (job.spec.mode !== "batch" && !runs.some((r) => r.type === "Realtime" && !isFinished(r.phase))) {
+      decision.create.push({
+        name: runName(job.metadata.name ?? "job", "rt", now),
+        type: "Realtime",
+        trigger: "Stream",
+      });
+    }
+    // The schedule: at most one run per missed fire (as CronJob, missed fires are not replayed).
+    if (job.spec.schedule) {
+      const cron = new Cron(job.spec.schedule, {
+        paused: true,
+        mode: "5-part",
+        timezone: job.spec.timeZone ?? "UTC",
+      });
+      const since = new Date(
+        current.lastScheduleTime ?? object.metadata?.creationTimestamp ?? now.toISOString(),
+      );
+      const due = cron.nextRun(since);
+      if (due && due.getTime() <= now.getTime()) {
+        decision.create.push({
+          name: runName(job.metadata.name ?? "job", "s", due),
+          type: job.spec.mode === "hybrid" ? "Validation" : "Batch",
+          trigger: "Schedule",
+        });
+        status.lastScheduleTime = kubeTime(now);
+        const next = cron.nextRun(now);
+        if (next) soonest(next.getTime() - now.getTime());
+      } else if (due) {
+        soonest(due.getTime() - now.getTime());
+      }
+      cron.stop();
+    }
+    const requested = object.metadata?.annotations?.[RUN_NOW_ANNOTATION];
+    if (requested !== undefined && requested !== current.lastManualRequest) {
+      // Named after the request, so that the same request never starts two runs.
+      const token = createHash("sha256").update(requested).digest("hex").slice(0, 8);
+      decision.create.push({
+        name: `${(job.metadata.name ?? "job").slice(0, 240)}-m${token}`,
+        type: "Batch",
+        trigger: "Manual",
+      });
+      status.lastManualRequest = requested;
+    }
+  }
+
+  // Clean-up of finished runs: history limits, then TTL from completionTime (as the Job TTL controller).
+  const finished = runs.filter((r) => isFinished(r.phase));
+  const succeeded = finished.filter((r) => r.phase === "Succeeded");
+  const failed = finished.filter((r) => r.phase !== "Succeeded");
+  const doomed = new Set<string>([
+    ...succeeded
+      .slice(0, Math.max(0, succeeded.length - effective.successfulRunsHistoryLimit))
+      .map((r) => r.name),
+    ...failed.slice(0, Math.max(0, failed.length - effective.failedRunsHistoryLimit)).map((r) => r.name),
+  ]);
+  const ttl = effective.ttlSecondsAfterFinished;
+  if (ttl !== undefined) {
+    for (const r of finished) {
+      if (doomed.has(r.name)) continue;
+      const done = Date.parse(r.completionTime ?? "");
+      if (Number.isNaN(done)) continue;
+      const expires = done + ttl * 1000;
+      if (expires <= now.getTime()) doomed.add(r.name);
+      else soonest(expires - now.getTime());
+    }
+  }
+  decision.delete = [...doomed];
+  if (requeue !== undefined) decision.requeueAfterMs = Math.max(requeue, 100);
+  return finish(decision, current, status, conditions, changed);
 }
+
+function finish(
+  decision: JobDecision,
+  current: SyncJobStatus,
+  status: Partial<SyncJobStatus>,
+  conditions: Condition[] | undefined,
+  conditionsChanged: boolean,
+): JobDecision {
+  const next: Partial<SyncJobStatus> = { ...status, conditions: conditions ?? [] };
+  const differs =
+    conditionsChanged ||
+    (Object.keys(next) as (keyof SyncJobStatus)[]).some(
+      (k) => k !== "conditions" && JSON.stringify(next[k]) !== JSON.stringify(current[k]),
+    );
+  if (differs) decision.status = next;
+  return decision;
+}
+
+function enforcementOf(verdict: EffectivePolicy["verdict"]): "Enforce" | "Warn" | "Audit" {
+  return verdict === "Block" ? "Enforce" : verdict === "Warn" ? "Warn" : "Audit";
+}
+
+/**
+ * `<job>-<kind><unix seconds>`: deterministic per trigger (a cron fire, a manual request), so a
+ * reconcile repeated before the run shows up in the informer creates no duplicate (the create
+ * answers 409 AlreadyExists).
+ */
+export function runName(job: string, kind: string, at: Date): string {
+  const suffix = `-${kind}${Math.floor(at.getTime() / 1000).toString(36)}`;
+  return `${job.slice(0, 253 - suffix.length)}${suffix}`;
+}
+
+export type { SyncRunStatus };

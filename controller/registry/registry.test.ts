@@ -528,6 +528,33 @@ describe("Registry indexes and groups", () => {
     expect([...after.snapshot.ofKind("SyncPolicy")].map((e) => e.name)).toEqual(["baseline"]);
   });
 
+  it("leaves the draft untouched when an index function throws, even if the writer carries on", () => {
+    const picky: IndexDefinition<TestEntry> = {
+      name: "picky",
+      keysOf: (entry) => {
+        if (entry.phase === "Broken") throw new Error("cannot index");
+        return [entry.phase ?? ""];
+      },
+    };
+    const registry = new Registry<TestEntry>({ indexes: [picky] });
+    registry.applyBatch([{ type: "ADDED", object: run("r1", "1", { phase: "Running" }) }]);
+    registry.commit(1, (draft) => {
+      expect(() => draft.upsert(run("r1", "2", { phase: "Broken" }))).toThrow("cannot index");
+      expect(() => draft.upsert(run("r2", "2", { phase: "Broken" }))).toThrow("cannot index");
+      draft.upsert(run("r3", "2", { phase: "Queued" }));
+    });
+    const snapshot = registry.snapshot();
+    expect(snapshot.get("SyncRun/payments/r1")?.phase).toBe("Running");
+    expect(snapshot.has("SyncRun/payments/r2")).toBe(false);
+    expect([...snapshot.ofKind("SyncRun")].map((e) => e.name).sort()).toEqual(["r1", "r3"]);
+    expect(snapshot.counts("picky")).toEqual(
+      new Map([
+        ["Running", 1],
+        ["Queued", 1],
+      ]),
+    );
+  });
+
   it("rejects unknown or duplicate index names and entries whose identity holds '/'", () => {
     expect(() => newRegistry().snapshot().count("nope", "x")).toThrow(/unknown registry index/);
     const duplicate = { name: "dup", keysOf: () => [] };

@@ -203,14 +203,24 @@ function validateIdentity(entry: RegistryEntry): void {
   }
 }
 
-/** Freezes a value and everything reachable from it; an already frozen object is taken as deeply frozen. */
+/**
+ * Freezes an object and everything reachable from it; an already frozen object is taken as deeply
+ * frozen, so an updated entry that shares frozen parts with the old one costs only its new parts.
+ * Typed arrays cannot be frozen and are left as they are.
+ */
 function deepFreeze(value: object): void {
-  if (Object.isFrozen(value) || ArrayBuffer.isView(value)) return;
   Object.freeze(value);
-  const children = Object.values(value);
-  for (let i = 0; i < children.length; i++) {
-    const child: unknown = children[i];
-    if (typeof child === "object" && child !== null) deepFreeze(child);
+  for (const key in value) {
+    const child: unknown = (value as Record<string, unknown>)[key];
+    if (
+      typeof child === "object" &&
+      child !== null &&
+      !Object.isFrozen(child) &&
+      Object.hasOwn(value, key) &&
+      !ArrayBuffer.isView(child)
+    ) {
+      deepFreeze(child);
+    }
   }
 }
 
@@ -415,7 +425,7 @@ class Draft<E extends RegistryEntry> implements RegistryDraft<E> {
       }
     }
     const reindex = this.#planReindex(old, entry);
-    deepFreeze(entry);
+    if (!Object.isFrozen(entry)) deepFreeze(entry);
     this.#entries.setById(id, entry);
     if (old === undefined) this.#regroup(id, entry, true);
     if (reindex !== undefined) this.#applyReindex(reindex);

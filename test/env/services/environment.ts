@@ -166,12 +166,26 @@ function dockerAnswers(env: NodeJS.ProcessEnv): Promise<boolean> {
   });
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** `.syncgov/runs/<time>` in the repository; the five newest runs are kept for their logs. */
 function newRunDir(): string {
   const runs = join(repoRoot, ".syncgov", "runs");
   mkdirSync(runs, { recursive: true });
+  // Keep the newest runs for their logs; never touch a run whose owner is still alive.
   const old = readdirSync(runs).sort().slice(0, -4);
-  for (const d of old) rmSync(join(runs, d), { recursive: true, force: true });
+  for (const d of old) {
+    const owner = Number(/-(\d+)$/.exec(d)?.[1]);
+    if (Number.isInteger(owner) && processAlive(owner)) continue;
+    rmSync(join(runs, d), { recursive: true, force: true });
+  }
   const dir = join(runs, `${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}`);
   mkdirSync(dir);
   return dir;

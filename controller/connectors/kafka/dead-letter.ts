@@ -1,0 +1,176 @@
+/**
+ * How a Kafka message becomes a row, and what happens to one that cannot: it goes to the job's
+ * dead-letter topic unchanged (same key, same value bytes, its own headers kept), with headers that
+ * say why, which column, and where it came from — as Kafka Connect's errors.deadletterqueue does.
+ * Nothing here throws for bad data, and no header repeats a value: values may be personal data.
+ *
+ * Numbers: the value is decoded with parseJsonExact, so a number no double can hold (a 19-digit id,
+ * a 30-digit decimal) reaches the row as its exact decimal text; every other number reaches
+ * parseRecord as the JS number JSON.parse would give, so the coercion rules stay those of record.ts.
+ */
+
+import type { IHeaders, Message } from "kafkajs";
+import {
+  canonicalDecimal,
+  JsonNumberText,
+  numberToDecimal,
+  parseJsonExact,
+  parseRecord,
+  type RecordRejectionReason,
+  type Row,
+  type RowSchema,
+} from "../record.ts";
+import { headerText } from "./cluster.ts";
+
+/** Why a message was set aside: a record rejection from record.ts, or a message-level problem. */
+export type DeadLetterReason =
+  | RecordRejectionReason
+  /** The value is not UTF-8 JSON text. */
+  | "NotJson"
+  /** The message has no key (or an empty one), so it cannot be ordered or upserted by key. */
+  | "MissingMessageKey"
+  /** A tombstone (null value). Deletes are not synced yet, so it is set aside rather than ignored. */
+  | "MissingValue";
+
+/** The parts of a consumed message the decoder reads. */
+export interface ConsumedMessage {
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+}
+
+export type DecodeResult =
+  | { readonly ok: true; readonly key: string; readonly row: Row }
+  | {
+      readonly ok: false;
+      readonly reason: DeadLetterReason;
+      /** The offending column, absent when the message as a whole is unusable. */
+      readonly column?: string;
+      readonly message: string;
+    };
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Turns a message into a keyed row, or says why it cannot be one. Never throws for bad data. */
+export function decodeMessage(schema: RowSchema, message: ConsumedMessage): DecodeResult {
+  const key = message.key === null ? "" : decodeUtf8(message.key);
+  if (key === undefined || key === "") {
+    return {
+      ok: false,
+      reason: "MissingMessageKey",
+      message: "the message has no key (or a key that is not UTF-8)",
+    };
+  }
+  if (message.value === null) {
+    return { ok: false, reason: "MissingValue", message: "the message is a tombstone (null value)" };
+  }
+  const text = decodeUtf8(message.value);
+  let decoded: unknown;
+  try {
+    if (text === undefined) throw new SyntaxError("not UTF-8");
+    decoded = parseJsonExact(text);
+  } catch {
+    // JSON.parse's own message quotes the text, so it must not travel further.
+    return { ok: false, reason: "NotJson", message: "the value is not UTF-8 JSON text" };
+  }
+  const result = parseRecord(schema, plainTopLevelNumbers(schema, decoded));
+  if (!result.ok) {
+    return {
+      ok: false,
+      reason: result.reason,
+      ...(result.column === undefined ? {} : { column: result.column }),
+      message: result.message,
+    };
+  }
+  return { ok: true, key, row: result.row };
+}
+
+function decodeUtf8(bytes: Buffer): string | undefined {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * parseRecord takes numbers as JS numbers or decimal strings. Columns of type json keep the exact
+ * form (renderJsonb reads it); elsewhere a number a double holds exactly becomes that double and
+ * any other becomes its exact canonical decimal text (bigint, numeric and text columns take it as
+ * is; the other types reject it, as they would the rounded double).
+ */
+function plainTopLevelNumbers(schema: RowSchema, decoded: unknown): unknown {
+  if (typeof decoded !== "object" || decoded === null || Array.isArray(decoded)) return decoded;
+  const fields = decoded as Record<string, unknown>;
+  const out: Record<string, unknown> = { ...fields };
+  for (const column of schema.columns) {
+    const value = fields[column.name];
+    if (!(value instanceof JsonNumberText) || column.type === "json") continue;
+    const exact = canonicalDecimal(value.text) ?? value.text;
+    const double = Number(value.text);
+    out[column.name] = Number.isFinite(double) && numberToDecimal(double) === exact ? double : exact;
+  }
+  return out;
+}
+
+/** Header names on a dead-lettered message. */
+export const DEAD_LETTER_HEADERS = {
+  reason: "syncgov.error.reason",
+  column: "syncgov.error.column",
+  message: "syncgov.error.message",
+  topic: "syncgov.source.topic",
+  partition: "syncgov.source.partition",
+  offset: "syncgov.source.offset",
+  timestamp: "syncgov.source.timestamp",
+} as const;
+
+export interface MessageOrigin {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  /** Milliseconds since the epoch, as kafkajs gives it. */
+  readonly timestamp: string;
+}
+
+export type Rejection = Extract<DecodeResult, { ok: false }>;
+
+/** The dead-letter message for a rejected one: its key, value and headers, plus the error headers. */
+export function deadLetterMessage(
+  original: ConsumedMessage & { readonly headers?: IHeaders },
+  rejection: Rejection,
+  origin: MessageOrigin,
+): Message {
+  const headers: IHeaders = { ...(original.headers ?? {}) };
+  headers[DEAD_LETTER_HEADERS.reason] = rejection.reason;
+  if (rejection.column !== undefined) headers[DEAD_LETTER_HEADERS.column] = rejection.column;
+  else delete headers[DEAD_LETTER_HEADERS.column];
+  headers[DEAD_LETTER_HEADERS.message] = rejection.message;
+  headers[DEAD_LETTER_HEADERS.topic] = origin.topic;
+  headers[DEAD_LETTER_HEADERS.partition] = String(origin.partition);
+  headers[DEAD_LETTER_HEADERS.offset] = origin.offset;
+  headers[DEAD_LETTER_HEADERS.timestamp] = origin.timestamp;
+  return { key: original.key, value: original.value, headers };
+}
+
+export interface DeadLetterInfo {
+  readonly reason: string;
+  readonly column: string | undefined;
+  readonly message: string | undefined;
+  readonly topic: string | undefined;
+  readonly partition: number | undefined;
+  readonly offset: string | undefined;
+}
+
+/** Reads the error headers back from a dead-lettered message; undefined if it has none. */
+export function readDeadLetterHeaders(headers: IHeaders | undefined): DeadLetterInfo | undefined {
+  const reason = headerText(headers?.[DEAD_LETTER_HEADERS.reason]);
+  if (reason === undefined) return undefined;
+  const partition = headerText(headers?.[DEAD_LETTER_HEADERS.partition]);
+  return {
+    reason,
+    column: headerText(headers?.[DEAD_LETTER_HEADERS.column]),
+    message: headerText(headers?.[DEAD_LETTER_HEADERS.message]),
+    topic: headerText(headers?.[DEAD_LETTER_HEADERS.topic]),
+    partition: partition === undefined ? undefined : Number(partition),
+    offset: headerText(headers?.[DEAD_LETTER_HEADERS.offset]),
+  };
+}

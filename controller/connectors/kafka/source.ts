@@ -1,0 +1,418 @@
+/**
+ * The realtime channel of a job: a Kafka topic of JSON records, read by the job's own consumer group
+ * and handed to a sink in bounded chunks.
+ *
+ * Contract:
+ * - At least once. A partition's offset is committed only after the sink resolved for every row the
+ *   committed range carries, and after the malformed messages in that range were acknowledged by the
+ *   dead-letter topic (acks from all in-sync replicas). A crash re-delivers at most the chunks whose
+ *   commit did not land; the upsert behind the sink is idempotent, so a re-delivered chunk converges.
+ *   Counters count deliveries, so after such a crash they count the re-delivered chunk twice.
+ * - Order. Rows reach the sink in partition order, one chunk at a time (kafkajs processes one batch
+ *   at a time, `partitionsConsumedConcurrently` 1); producers key records by row key, so per key the
+ *   sink sees values in the order they were produced.
+ * - Malformed messages (no key, tombstone, not JSON, not a row of the schema) are counted and
+ *   produced to the dead-letter topic with headers saying why (./dead-letter.ts), then committed with
+ *   the rest; they never stop the channel and are never dropped silently.
+ * - Sink failures are retried with capped exponential backoff (heartbeats continue meanwhile) until
+ *   the sink succeeds, the source stops, or the partition is taken away; nothing is committed past
+ *   rows the sink did not take. The runner's sink is expected to divert to the buffer topic rather
+ *   than fail for long; a sink that resolves "diverted" counts its rows as diverted, not written, and
+ *   their offsets are committed just the same (the buffer holds them now).
+ * - Backpressure. kafkajs fetches the next batch only after the previous one was handled (its fetcher
+ *   waits for the worker queue to drain), so a slow sink slows reading and at most one fetch response
+ *   (maxBytes) is held in memory; nothing is read ahead of the sink. Heartbeats keep the member in the
+ *   group while a sink call runs longer than the session timeout would allow.
+ * - Rebalances. Every commit happens inside eachBatch, before kafkajs re-joins the group (it re-joins
+ *   only once the in-flight batches returned), so a commit carries the generation that owned the
+ *   partition. If the group moved on meanwhile the broker refuses it (ILLEGAL_GENERATION,
+ *   UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS): the error goes back to kafkajs, which re-joins, and the
+ *   new owner re-reads from the last accepted commit. A rebalance noticed by a heartbeat during a
+ *   chunk lets the chunk finish and commit (the coordinator accepts commits from the current
+ *   generation while it prepares the rebalance), then hands the rebalance to kafkajs.
+ * - stop() lets the chunk in flight reach the sink and commit, leaves the group and disconnects;
+ *   messages of the current batch not yet handed to the sink are left uncommitted and read by the
+ *   next start, so a stop never loses or skips a record.
+ */
+
+import {
+  type EachBatchPayload,
+  type Kafka,
+  type Consumer as KafkaConsumer,
+  type KafkaMessage,
+  type Message,
+  Partitioners,
+  type Producer,
+} from "kafkajs";
+import type { Logger } from "../../telemetry/logger.ts";
+import { logger as rootLogger } from "../../telemetry/logger.ts";
+import type { Row, RowSchema } from "../record.ts";
+import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
+import { deadLetterMessage, decodeMessage } from "./dead-letter.ts";
+import { BatchKeepAlive, errorSummary, sleep } from "./keep-alive.ts";
+
+/** A row and the Kafka key it travelled under (the key decides its partition, hence its order). */
+export interface KeyedRow {
+  readonly key: string;
+  readonly row: Row;
+}
+
+/** A row read from the source topic, with its position. */
+export interface SourceRecord extends KeyedRow {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+}
+
+/** Where the sink put a chunk: into the target, or into the job's buffer topic. */
+export type SinkOutcome = "written" | "diverted";
+
+/**
+ * Takes one chunk of rows, in order, and resolves once they are durable (written to the target or
+ * acknowledged by the buffer topic); resolving with nothing means "written". Rejecting means none of
+ * them may be considered taken: the chunk is offered again. Never called concurrently.
+ */
+// biome-ignore lint/suspicious/noConfusingVoidType: a sink that returns nothing (Promise<void>) wrote the rows.
+export type RowSink = (records: readonly SourceRecord[]) => Promise<SinkOutcome | void>;
+
+export interface KafkaSourceOptions {
+  readonly kafka: Kafka;
+  readonly topic: string;
+  /** The job's consumer group (cluster.ts jobConsumerGroup). */
+  readonly groupId: string;
+  /** Malformed messages go here (cluster.ts jobTopicName("dlq", …)). */
+  readonly deadLetterTopic: string;
+  readonly schema: RowSchema;
+  readonly sink: RowSink;
+  /** Where a group without committed offsets starts; default "earliest". */
+  readonly startFrom?: "earliest" | "latest";
+  /** Most rows (and most dead letters) per sink call; default 500. A kafka batch larger than this is split. */
+  readonly maxRowsPerSink?: number;
+  /** Create the dead-letter topic at start if it does not exist; default true. */
+  readonly createDeadLetterTopic?: boolean;
+  /** Consumer session timeout; default 30 s. */
+  readonly sessionTimeoutMs?: number;
+  /** Heartbeat interval, also while a chunk is in the sink; default 3 s. */
+  readonly heartbeatIntervalMs?: number;
+  /** Backoff between failed sink (or dead-letter) attempts: first and largest wait; default 200 ms and 10 s. */
+  readonly retryBackoffMs?: { readonly initial: number; readonly max: number };
+  /**
+   * Longest wait of a fetch for new records; default 500 ms (the Java client's fetch.max.wait.ms).
+   * stop() waits for the fetch in flight, so this also bounds how long a stop takes when idle.
+   */
+  readonly maxWaitTimeMs?: number;
+  /** Bytes fetched per partition per request; default 1 MiB. */
+  readonly maxBytesPerPartition?: number;
+  readonly logger?: Logger;
+}
+
+export interface KafkaSourceCounters {
+  /** Messages handed on (to the sink or the dead-letter topic). */
+  readonly read: number;
+  /** Rows the sink took into the target. */
+  readonly written: number;
+  /** Rows the sink diverted to the buffer topic. */
+  readonly diverted: number;
+  /** Malformed messages produced to the dead-letter topic. */
+  readonly rejected: number;
+  /** Failed sink or dead-letter attempts, each retried. */
+  readonly failedAttempts: number;
+  /** Offset commits the broker accepted. */
+  readonly commits: number;
+  /**
+   * Records behind the partition ends as of each partition's last batch; undefined before the first
+   * batch. Cheap but stale between batches; lag() asks the broker.
+   */
+  readonly lag: number | undefined;
+}
+
+export type KafkaSourceState = "new" | "starting" | "running" | "stopping" | "stopped" | "failed";
+
+/** The messages of a batch gathered for one sink call. */
+interface Chunk {
+  readonly records: SourceRecord[];
+  readonly deadLetters: Message[];
+  /** Messages in the chunk (records + dead letters). */
+  size: number;
+  lastOffset: string | undefined;
+}
+
+const newChunk = (): Chunk => ({ records: [], deadLetters: [], size: 0, lastOffset: undefined });
+
+export class KafkaSource {
+  readonly topic: string;
+  readonly groupId: string;
+  readonly deadLetterTopic: string;
+  readonly #options: KafkaSourceOptions;
+  readonly #maxRows: number;
+  readonly #heartbeatMs: number;
+  readonly #backoff: { readonly initial: number; readonly max: number };
+  readonly #log: Logger;
+  readonly #stopping = new AbortController();
+  readonly #partitionLag = new Map<number, number>();
+  #consumer: KafkaConsumer | undefined;
+  #producer: Producer | undefined;
+  #starting: Promise<void> | undefined;
+  #state: KafkaSourceState = "new";
+  #failure: string | undefined;
+  #read = 0;
+  #written = 0;
+  #diverted = 0;
+  #rejected = 0;
+  #failedAttempts = 0;
+  #commits = 0;
+
+  constructor(options: KafkaSourceOptions) {
+    this.topic = assertTopicName(options.topic);
+    this.deadLetterTopic = assertTopicName(options.deadLetterTopic);
+    if (this.deadLetterTopic === this.topic)
+      throw new Error("the dead-letter topic must differ from the source topic");
+    if (options.groupId.length === 0) throw new Error("groupId must not be empty");
+    this.groupId = options.groupId;
+    this.#maxRows = options.maxRowsPerSink ?? 500;
+    if (!Number.isInteger(this.#maxRows) || this.#maxRows < 1) {
+      throw new Error("maxRowsPerSink must be a positive integer");
+    }
+    this.#heartbeatMs = options.heartbeatIntervalMs ?? 3000;
+    this.#backoff = options.retryBackoffMs ?? { initial: 200, max: 10_000 };
+    this.#options = options;
+    this.#log = (options.logger ?? rootLogger).child({
+      component: "kafka-source",
+      topic: this.topic,
+      groupId: this.groupId,
+    });
+  }
+
+  get state(): KafkaSourceState {
+    return this.#state;
+  }
+
+  /** Why the consumer stopped for good, when state is "failed". */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  counters(): KafkaSourceCounters {
+    let lag: number | undefined;
+    for (const n of this.#partitionLag.values()) lag = (lag ?? 0) + n;
+    return {
+      read: this.#read,
+      written: this.#written,
+      diverted: this.#diverted,
+      rejected: this.#rejected,
+      failedAttempts: this.#failedAttempts,
+      commits: this.#commits,
+      lag,
+    };
+  }
+
+  /** The group's lag as the broker sees it: end offsets minus committed offsets. */
+  async lag(): Promise<number> {
+    const admin = this.#options.kafka.admin();
+    await admin.connect();
+    try {
+      return await consumerGroupLag(admin, this.groupId, this.topic);
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** Connects, joins the group and starts consuming; resolves once the group is joined. */
+  start(): Promise<void> {
+    if (this.#state !== "new")
+      throw new Error(`the source is ${this.#state}; create a new one to start again`);
+    this.#state = "starting";
+    this.#starting = this.#start().then(
+      () => {
+        if (this.#state === "starting") this.#state = "running";
+      },
+      async (error: unknown) => {
+        this.#state = "failed";
+        this.#failure = error instanceof Error ? error.message : String(error);
+        await this.#disconnect();
+        throw error;
+      },
+    );
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    const { kafka } = this.#options;
+    if (this.#options.createDeadLetterTopic !== false) {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        await ensureTopic(admin, this.deadLetterTopic);
+      } finally {
+        await admin.disconnect();
+      }
+    }
+    // Not idempotent: kafkajs would then retry a send forever, and a stop must be able to give up.
+    // A duplicate dead letter is harmless; the retry loop below re-sends a failed chunk.
+    this.#producer = kafka.producer({
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    await this.#producer.connect();
+    const consumer = kafka.consumer({
+      groupId: this.groupId,
+      sessionTimeout: this.#options.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: this.#heartbeatMs,
+      maxBytesPerPartition: this.#options.maxBytesPerPartition ?? 1024 * 1024,
+      maxWaitTimeInMs: this.#options.maxWaitTimeMs ?? 500,
+    });
+    this.#consumer = consumer;
+    consumer.on(consumer.events.CRASH, (event) => {
+      const { error, restart } = event.payload;
+      this.#log.error({ error: errorSummary(error), restart }, "Kafka consumer crashed");
+      if (!restart && this.#state !== "stopping" && this.#state !== "stopped") {
+        this.#state = "failed";
+        this.#failure = error.message;
+      }
+    });
+    await consumer.connect();
+    await consumer.subscribe({
+      topics: [this.topic],
+      fromBeginning: (this.#options.startFrom ?? "earliest") === "earliest",
+    });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.#eachBatch(payload),
+    });
+  }
+
+  /**
+   * Finishes the chunk in flight (sink and commit), leaves the group and disconnects. Safe to call
+   * more than once and in any state.
+   */
+  async stop(): Promise<void> {
+    if (this.#state === "stopped") return;
+    const wasFailed = this.#state === "failed";
+    this.#state = "stopping";
+    this.#stopping.abort();
+    await this.#starting?.catch(() => {});
+    await this.#disconnect();
+    this.#state = wasFailed ? "failed" : "stopped";
+  }
+
+  async #disconnect(): Promise<void> {
+    try {
+      await this.#consumer?.disconnect();
+    } finally {
+      await this.#producer?.disconnect();
+    }
+  }
+
+  async #eachBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    let chunk = newChunk();
+    for (const message of batch.messages) {
+      if (!payload.isRunning() || payload.isStale()) break;
+      this.#add(chunk, batch.topic, batch.partition, message);
+      if (chunk.records.length >= this.#maxRows || chunk.deadLetters.length >= this.#maxRows) {
+        if (!(await this.#flush(payload, chunk))) return;
+        chunk = newChunk();
+      }
+    }
+    if (chunk.size > 0) await this.#flush(payload, chunk);
+  }
+
+  #add(chunk: Chunk, topic: string, partition: number, message: KafkaMessage): void {
+    const decoded = decodeMessage(this.#options.schema, message);
+    if (decoded.ok) {
+      chunk.records.push({ key: decoded.key, row: decoded.row, topic, partition, offset: message.offset });
+    } else {
+      chunk.deadLetters.push(
+        deadLetterMessage(message, decoded, {
+          topic,
+          partition,
+          offset: message.offset,
+          timestamp: message.timestamp,
+        }),
+      );
+    }
+    chunk.size++;
+    chunk.lastOffset = message.offset;
+  }
+
+  /**
+   * Dead letters, then rows, then the commit of the chunk's range. Returns false when the chunk was
+   * abandoned (stopping while the sink kept failing): nothing of it is committed.
+   */
+  async #flush(payload: EachBatchPayload, chunk: Chunk): Promise<boolean> {
+    const { topic, partition } = payload.batch;
+    const keepAlive = new BatchKeepAlive(() => payload.heartbeat(), this.#heartbeatMs);
+    let outcome: SinkOutcome = "written";
+    try {
+      if (chunk.deadLetters.length > 0) {
+        const sent = await this.#attempt("dead-letter", keepAlive, payload, () =>
+          this.#producer!.send({ topic: this.deadLetterTopic, acks: -1, messages: chunk.deadLetters }),
+        );
+        if (!sent.ok) return false;
+      }
+      if (chunk.records.length > 0) {
+        const sunk = await this.#attempt("sink", keepAlive, payload, () => this.#options.sink(chunk.records));
+        if (!sunk.ok) return false;
+        if (sunk.value === "diverted") outcome = "diverted";
+      }
+    } finally {
+      keepAlive.stop();
+    }
+    this.#read += chunk.size;
+    this.#rejected += chunk.deadLetters.length;
+    if (outcome === "diverted") this.#diverted += chunk.records.length;
+    else this.#written += chunk.records.length;
+
+    const next = (BigInt(chunk.lastOffset!) + 1n).toString();
+    payload.resolveOffset(chunk.lastOffset!);
+    try {
+      await payload.commitOffsetsIfNecessary({
+        topics: [{ topic, partitions: [{ partition, offset: next }] }],
+      });
+    } catch (error) {
+      this.#log.info(
+        { partition, offset: next, error: errorSummary(error) },
+        "offset commit refused; the uncommitted range will be read again",
+      );
+      throw error;
+    }
+    this.#commits++;
+    const end = BigInt(payload.batch.highWatermark);
+    this.#partitionLag.set(partition, Number(end > BigInt(next) ? end - BigInt(next) : 0n));
+    if (keepAlive.rebalance) throw keepAlive.rebalance;
+    await payload.heartbeat();
+    return true;
+  }
+
+  /**
+   * Runs `call` until it succeeds, with capped exponential backoff. Gives up (ok: false) when the
+   * source is stopping; rethrows a rebalance seen by the heartbeats, since the partition may no
+   * longer be ours.
+   */
+  async #attempt<T>(
+    what: "sink" | "dead-letter",
+    keepAlive: BatchKeepAlive,
+    payload: EachBatchPayload,
+    call: () => Promise<T>,
+  ): Promise<{ ok: true; value: T } | { ok: false }> {
+    let wait = this.#backoff.initial;
+    for (;;) {
+      try {
+        return { ok: true, value: await call() };
+      } catch (error) {
+        this.#failedAttempts++;
+        this.#log.warn(
+          { partition: payload.batch.partition, error: errorSummary(error), retryInMs: wait },
+          `${what} failed; retrying the chunk`,
+        );
+      }
+      if (keepAlive.rebalance) throw keepAlive.rebalance;
+      if (!payload.isRunning()) return { ok: false };
+      await sleep(wait, this.#stopping.signal);
+      if (!payload.isRunning()) return { ok: false };
+      wait = Math.min(wait * 2, this.#backoff.max);
+    }
+  }
+}

@@ -1,0 +1,445 @@
+/**
+ * A SyncRun executed against the API server: what `syncgov run <namespace>/<run>` does, and what the
+ * in-process executor calls. It reads the SyncRun and its SyncJob, resolves the connection Secrets,
+ * learns the masking the Enforce-mode SyncPolicies require and the cursor of the job's last
+ * successful run, runs ./run.ts, and reports into the SyncRun's status (merge patches of the status
+ * subresource) and as events.
+ *
+ * Status it writes: phase Running with startTime (kept if already set) and attempts + 1 at the
+ * start; rowsRead/rowsWritten/rowsRejected at most once per second; at the end phase
+ * Succeeded/Failed/Cancelled, completionTime, counts, validation, cursor, message, and a condition
+ * of the same name as the phase (plus Validated when validated). A run already finished is not run
+ * again: its recorded phase is returned. Every message is scrubbed of the Secret values read.
+ */
+
+import { hostname } from "node:os";
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import type { Condition } from "../api/common.ts";
+import { SyncPolicySpec } from "../api/syncpolicy.ts";
+import type { RunPhase, SyncRunStatus } from "../api/syncrun.ts";
+import { describeErrors, validateSyncJob, validateSyncRun } from "../api/validate.ts";
+import { type EventRecord, EventRecorder } from "../kube/events.ts";
+import { describeApiError, isNotFound, statusCodeOf } from "../kube/resource.ts";
+import { kubeTime, patchStatus, setCondition } from "../kube/status.ts";
+import type { MaskingRequirement } from "../masking/masking.ts";
+import { type JobSubject, policyMatches } from "../policy/effective.ts";
+import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../reconcile/objects.ts";
+import type { LineageSink } from "./lineage.ts";
+import type { RunCounts } from "./progress.ts";
+import { executeRun, type RunLogger, type RunResult, type StreamRunner } from "./run.ts";
+import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
+
+export interface RunRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** "namespace/name" → RunRef; throws for anything else. */
+export function parseRunRef(text: string): RunRef {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/.exec(text);
+  if (!m) throw new Error(`expected <namespace>/<run>, got ${JSON.stringify(text)}`);
+  return { namespace: m[1]!, name: m[3]! };
+}
+
+/**
+ * Annotation on a SyncJob naming the Secret that holds the salt of its hash masking, as
+ * `<secret>` (key "salt") or `<secret>/<key>`.
+ */
+export const MASKING_SALT_ANNOTATION = "syncgov.io/masking-salt-secret";
+
+export interface ClusterRunOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly signal?: AbortSignal | undefined;
+  readonly log?: RunLogger | undefined;
+  readonly lineage?: LineageSink | undefined;
+  readonly stream?: StreamRunner | undefined;
+  readonly progressIntervalMs?: number;
+  readonly batchSize?: number;
+  /** Reported as events.k8s.io reportingInstance; default the host name. */
+  readonly instance?: string;
+}
+
+export interface ClusterRunOutcome {
+  readonly phase: RunPhase;
+  /** Absent when the run had finished before and was not run again, or failed before it began. */
+  readonly result?: RunResult | undefined;
+  readonly alreadyFinished: boolean;
+  readonly message: string;
+}
+
+const FINISHED: ReadonlySet<string> = new Set(["Succeeded", "Failed", "Cancelled", "Skipped"]);
+const FIELD_MANAGER = "syncgov-runner";
+
+/** A step before the data moves failed; the message is for status. */
+class PreparationError extends Error {
+  override readonly name = "PreparationError";
+  readonly reason: string;
+  constructor(reason: string, message: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promise<ClusterRunOutcome> {
+  const { kubeConfig } = options;
+  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const events = new EventRecorder({
+    kubeConfig,
+    controller: "syncgov.io/runner",
+    instance: options.instance ?? hostname(),
+    onError: (error) =>
+      options.log?.warn(
+        { run: `${ref.namespace}/${ref.name}`, error: describeApiError(error) },
+        "event not recorded",
+      ),
+  });
+  const runKey = `${ref.namespace}/${ref.name}`;
+  const secrets: string[] = [];
+  let scrub = secretScrubber(secrets);
+
+  const raw = (await withRetries(() =>
+    custom.getNamespacedCustomObject({ ...SYNCRUNS, namespace: ref.namespace, name: ref.name }),
+  )) as KubernetesObject & { status?: SyncRunStatus };
+  const status = new StatusWriter(custom, ref, raw.status?.conditions);
+  const recordedPhase = raw.status?.phase;
+  if (recordedPhase && FINISHED.has(recordedPhase)) {
+    const message = `SyncRun ${runKey} already finished (${recordedPhase}); not running it again`;
+    options.log?.info({ run: runKey, phase: recordedPhase }, message);
+    return { phase: recordedPhase, alreadyFinished: true, message };
+  }
+
+  const event = (record: EventRecord) => events.record(raw, { ...record, note: scrub(record.note) });
+  const attempts = (raw.status?.attempts ?? 0) + 1;
+  await status.write({
+    phase: "Running",
+    startTime: raw.status?.startTime ?? kubeTime(new Date()),
+    completionTime: null,
+    attempts,
+    rowsRead: 0,
+    rowsWritten: 0,
+    rowsRejected: 0,
+    message: `running (attempt ${attempts})`,
+  });
+  await event({ type: "Normal", reason: "RunStarted", note: `Runner started attempt ${attempts}.` });
+
+  let result: RunResult | undefined;
+  let failure: { reason: string; message: string } | undefined;
+  try {
+    const run = validateSyncRun(raw);
+    if (!run.ok)
+      throw new PreparationError("InvalidRun", `the SyncRun is invalid: ${describeErrors(run.errors)}`);
+    const jobRaw = await readOrExplain(
+      () =>
+        custom.getNamespacedCustomObject({
+          ...SYNCJOBS,
+          namespace: ref.namespace,
+          name: run.value.spec.jobName,
+        }),
+      "JobNotFound",
+      `SyncJob ${ref.namespace}/${run.value.spec.jobName}`,
+    );
+    const job = validateSyncJob(jobRaw);
+    if (!job.ok)
+      throw new PreparationError("InvalidJob", `the SyncJob is invalid: ${describeErrors(job.errors)}`);
+    const spec = job.value.spec;
+
+    const secret = (name: string, key: string) => readSecretValue(core, ref.namespace, name, key);
+    const target = await secret(
+      spec.target.sql.connectionSecretRef.name,
+      spec.target.sql.connectionSecretRef.key,
+    );
+    secrets.push(target);
+    const source = spec.source.sql
+      ? await secret(spec.source.sql.connectionSecretRef.name, spec.source.sql.connectionSecretRef.key)
+      : undefined;
+    if (source) secrets.push(source);
+    const saltRef = job.value.metadata.annotations?.[MASKING_SALT_ANNOTATION];
+    const maskingSalt = saltRef ? await secret(...splitSaltRef(saltRef)) : undefined;
+    if (maskingSalt) secrets.push(maskingSalt);
+    scrub = secretScrubber(secrets);
+
+    const requiredMasking = await enforcedMasking(custom, core, {
+      namespace: ref.namespace,
+      name: run.value.spec.jobName,
+      labels: job.value.metadata.labels ?? {},
+      spec,
+      object: jobRaw,
+    });
+    const previousCursor = run.value.spec.incremental
+      ? await lastCursor(custom, ref, run.value.spec.jobName)
+      : undefined;
+
+    result = await executeRun(
+      {
+        run: { namespace: ref.namespace, name: ref.name, uid: raw.metadata?.uid },
+        job: { namespace: ref.namespace, name: run.value.spec.jobName, spec },
+        spec: run.value.spec,
+        connections: { source, target },
+        maskingSalt,
+        requiredMasking,
+        previousCursor,
+        signal: options.signal,
+      },
+      {
+        onProgress: (counts) => status.progress(counts),
+        lineage: options.lineage,
+        stream: options.stream,
+        log: options.log,
+        progressIntervalMs: options.progressIntervalMs,
+        batchSize: options.batchSize,
+      },
+    );
+  } catch (error) {
+    failure = {
+      reason: error instanceof PreparationError ? error.reason : "PreparationFailed",
+      message: `SyncRun ${runKey} could not start: ${scrubbedErrorMessage(error, scrub)}`,
+    };
+    options.log?.warn({ run: runKey, reason: failure.reason }, failure.message);
+  }
+
+  const phase: RunPhase = result ? result.phase : "Failed";
+  const reason = result ? result.reason : failure!.reason;
+  const message = result ? result.message : failure!.message;
+  const finalStatus: Record<string, unknown> = {
+    phase,
+    completionTime: kubeTime(new Date()),
+    rowsRead: result?.counts.rowsRead ?? 0,
+    rowsWritten: result?.counts.rowsWritten ?? 0,
+    rowsRejected: result?.counts.rowsRejected ?? 0,
+    cursor: result?.phase === "Succeeded" && result.cursor !== undefined ? result.cursor : null,
+    validation: result?.validation
+      ? {
+          result: result.validation.result,
+          sourceRows: result.validation.sourceRows,
+          targetRows: result.validation.targetRows,
+          sourceChecksum: result.validation.sourceChecksum,
+          targetChecksum: result.validation.targetChecksum,
+        }
+      : null,
+    message,
+  };
+  const observedGeneration = raw.metadata?.generation;
+  await status.finish(finalStatus, [
+    { type: phase, status: "True", reason, message, observedGeneration },
+    ...(result?.validation
+      ? [
+          {
+            type: "Validated",
+            status: result.validation.result === "Passed" ? ("True" as const) : ("False" as const),
+            reason: result.validation.result === "Passed" ? "ChecksumsMatch" : "ChecksumsDiffer",
+            message: `source ${result.validation.sourceRows} rows (${result.validation.sourceChecksum}), target ${result.validation.targetRows} rows (${result.validation.targetChecksum})`,
+            observedGeneration,
+          },
+        ]
+      : []),
+  ]);
+  await event({
+    type: phase === "Succeeded" ? "Normal" : "Warning",
+    reason: phase === "Succeeded" ? "RunSucceeded" : phase === "Cancelled" ? "RunCancelled" : "RunFailed",
+    note: message,
+  });
+  if (result?.validation?.result === "Failed") {
+    await event({ type: "Warning", reason: "ValidationFailed", note: message });
+  }
+  return { phase, result, alreadyFinished: false, message };
+}
+
+/**
+ * Serialises status writes: progress patches never overlap, only the latest pending counts are
+ * sent, and nothing is sent after the final write. Progress write failures are ignored (the next
+ * one, or the final write, carries the counts); the start and final writes are retried.
+ */
+class StatusWriter {
+  #chain: Promise<void> = Promise.resolve();
+  #pending: RunCounts | undefined;
+  #finished = false;
+  #conditions: Condition[] | undefined;
+  readonly #api: CustomObjectsApi;
+  readonly #ref: RunRef;
+
+  constructor(api: CustomObjectsApi, ref: RunRef, conditions: Condition[] | undefined) {
+    this.#api = api;
+    this.#ref = ref;
+    this.#conditions = conditions;
+  }
+
+  /** A status write that must land: retried on transient errors, after any progress write in flight. */
+  write(status: Record<string, unknown>): Promise<void> {
+    const next = this.#chain.then(() => withRetries(() => this.#patch(status)));
+    this.#chain = next.catch(() => {});
+    return next;
+  }
+
+  progress(counts: RunCounts): void {
+    if (this.#finished) return;
+    const idle = this.#pending === undefined;
+    this.#pending = counts;
+    if (!idle) return;
+    this.#chain = this.#chain.then(async () => {
+      const latest = this.#pending;
+      this.#pending = undefined;
+      if (!latest || this.#finished) return;
+      await this.#patch({ ...latest }).catch(() => {});
+    });
+  }
+
+  async finish(
+    status: Record<string, unknown>,
+    conditions: Parameters<typeof setCondition>[1][],
+  ): Promise<void> {
+    this.#finished = true;
+    const now = new Date();
+    let list = this.#conditions;
+    for (const c of conditions) list = setCondition(list, c, now).conditions;
+    await this.write({ ...status, conditions: list });
+  }
+
+  async #patch(status: Record<string, unknown>): Promise<void> {
+    await patchStatus(
+      this.#api,
+      { resource: SYNCRUNS, namespace: this.#ref.namespace, name: this.#ref.name },
+      status,
+      { fieldManager: FIELD_MANAGER },
+    );
+  }
+}
+
+/**
+ * Calls the API, retrying what a moment's wait can fix: 429 (throttled, or a CRD's storage still
+ * initialising), 5xx, and connection errors; up to 6 attempts over about 6 s.
+ */
+async function withRetries<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      const code = statusCodeOf(error);
+      const transient =
+        code === undefined ? !(error instanceof PreparationError) : code === 429 || code >= 500;
+      if (!transient || attempt >= 6) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+    }
+  }
+}
+
+async function readOrExplain<T>(read: () => Promise<T>, reason: string, what: string): Promise<T> {
+  try {
+    return await withRetries(read);
+  } catch (error) {
+    if (isNotFound(error)) throw new PreparationError(reason, `${what} does not exist`);
+    throw new PreparationError("ApiError", `cannot read ${what}: ${describeApiError(error)}`);
+  }
+}
+
+/** The decoded value of one key of a Secret; errors name the Secret and key, never a value. */
+async function readSecretValue(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  key: string,
+): Promise<string> {
+  const secret = await readOrExplain(
+    () => core.readNamespacedSecret({ namespace, name }),
+    "SecretNotFound",
+    `Secret ${namespace}/${name}`,
+  );
+  const encoded = secret.data?.[key];
+  if (encoded === undefined) {
+    throw new PreparationError("SecretKeyMissing", `Secret ${namespace}/${name} has no key ${key}`);
+  }
+  const value = Buffer.from(encoded, "base64").toString("utf8");
+  if (value === "")
+    throw new PreparationError("SecretKeyMissing", `Secret ${namespace}/${name} key ${key} is empty`);
+  return value;
+}
+
+function splitSaltRef(ref: string): [string, string] {
+  const slash = ref.indexOf("/");
+  return slash < 0 ? [ref, "salt"] : [ref.slice(0, slash), ref.slice(slash + 1)];
+}
+
+/**
+ * The masking requirements of the Enforce-mode SyncPolicies that match the job. Warn and Audit
+ * policies admit a job in spite of violations by choice, so the runner does not block them either.
+ * Fails closed: a policy list the runner cannot read, or an invalid policy that requires masking
+ * (its columns cannot be known), stops the run before anything is written.
+ */
+async function enforcedMasking(
+  custom: CustomObjectsApi,
+  core: CoreV1Api,
+  job: JobSubject,
+): Promise<MaskingRequirement[]> {
+  const hint =
+    "; the runner's service account needs list on syncpolicies.syncgov.io and get on its namespace to enforce required masking";
+  let list: { items?: { metadata?: { name?: string }; spec?: unknown }[] };
+  let namespaceLabels: Record<string, string>;
+  try {
+    list = (await withRetries(() => custom.listClusterCustomObject({ ...SYNCPOLICIES }))) as typeof list;
+    namespaceLabels =
+      (await withRetries(() => core.readNamespace({ name: job.namespace }))).metadata?.labels ?? {};
+  } catch (error) {
+    const code = statusCodeOf(error);
+    throw new PreparationError(
+      "PolicyUnreadable",
+      `cannot read the SyncPolicies that decide required masking (${describeApiError(error)})${code === 401 || code === 403 ? hint : ""}`,
+    );
+  }
+  const requirements: MaskingRequirement[] = [];
+  for (const item of list.items ?? []) {
+    const name = item.metadata?.name ?? "";
+    const parsed = SyncPolicySpec.safeParse(item.spec);
+    if (!parsed.success) {
+      const rawRequired = (item.spec as { masking?: { requiredFor?: unknown } } | undefined)?.masking
+        ?.requiredFor;
+      if (rawRequired !== undefined) {
+        throw new PreparationError(
+          "PolicyUnreadable",
+          `SyncPolicy ${name} is invalid and requires masking; the runner cannot tell which columns it protects`,
+        );
+      }
+      continue;
+    }
+    const spec = parsed.data;
+    if (spec.enforcement !== "Enforce") continue;
+    if (!policyMatches({ name, spec }, job, { name: job.namespace, labels: namespaceLabels })) continue;
+    for (const r of spec.masking?.requiredFor ?? []) {
+      requirements.push({ columnPattern: r.columnPattern, transforms: r.transforms, policy: name });
+    }
+  }
+  return requirements;
+}
+
+/**
+ * The cursor of the job's latest Succeeded run that recorded one (by completionTime). Runs removed
+ * by TTL or history limits take their cursors with them; a run that finds none copies incrementally
+ * from the start, which upserts make correct, only slower.
+ */
+async function lastCursor(
+  custom: CustomObjectsApi,
+  ref: RunRef,
+  jobName: string,
+): Promise<string | undefined> {
+  let list: {
+    items?: { metadata?: { name?: string }; spec?: { jobName?: string }; status?: SyncRunStatus }[];
+  };
+  try {
+    list = (await withRetries(() =>
+      custom.listNamespacedCustomObject({ ...SYNCRUNS, namespace: ref.namespace }),
+    )) as typeof list;
+  } catch (error) {
+    throw new PreparationError(
+      "ApiError",
+      `cannot list SyncRuns to find the last cursor: ${describeApiError(error)}`,
+    );
+  }
+  let best: { time: string; cursor: string } | undefined;
+  for (const item of list.items ?? []) {
+    if (item.metadata?.name === ref.name || item.spec?.jobName !== jobName) continue;
+    const s = item.status;
+    if (s?.phase !== "Succeeded" || s.cursor === undefined) continue;
+    const time = s.completionTime ?? "";
+    if (!best || time > best.time) best = { time, cursor: s.cursor };
+  }
+  return best?.cursor;
+}

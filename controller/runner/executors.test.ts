@@ -1,0 +1,123 @@
+import { describe, expect, it } from "vitest";
+import { SyncJobSpec } from "../api/syncjob.ts";
+import { parseRunRef } from "./cluster.ts";
+import { ChildProcessExecutor, runnerJob, runnerJobName, SYNCGOV_CLI } from "./executors.ts";
+
+const run = {
+  apiVersion: "syncgov.io/v1alpha1",
+  kind: "SyncRun",
+  metadata: { name: "ledger-import-28", namespace: "finance", uid: "5f0c6a1e-0000-4000-8000-000000000001" },
+};
+
+const fileJob = SyncJobSpec.parse({
+  source: {
+    file: {
+      path: "/data/exports/ledger.dat",
+      persistentVolumeClaim: "ledger-exports",
+      fields: [{ name: "entry_id", start: 0, length: 10, type: "bigint" }],
+    },
+  },
+  target: {
+    sql: { connectionSecretRef: { name: "warehouse-db" }, table: "finance.ledger", keyColumns: ["entry_id"] },
+  },
+  mode: "batch",
+  schedule: "30 6 * * 1-5",
+});
+
+describe("runnerJob", () => {
+  const job = runnerJob(run, fileJob, {
+    image: "ghcr.io/syncgov/syncgov:0.1.0",
+    serviceAccountName: "finance-runner",
+    ttlSecondsAfterFinished: 600,
+    resources: { requests: { cpu: "250m", memory: "128Mi" }, limits: { memory: "256Mi" } },
+  });
+  const pod = job.spec!.template.spec!;
+  const container = pod.containers[0]!;
+
+  it("runs `syncgov run <ns>/<run>` once, in the run's namespace, owned by the SyncRun", () => {
+    expect(job.metadata).toMatchObject({ name: "syncrun-ledger-import-28", namespace: "finance" });
+    expect(job.metadata!.ownerReferences).toEqual([
+      {
+        apiVersion: "syncgov.io/v1alpha1",
+        kind: "SyncRun",
+        name: "ledger-import-28",
+        uid: run.metadata.uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ]);
+    expect(container.command).toEqual(["syncgov", "run", "finance/ledger-import-28"]);
+    expect(container.image).toBe("ghcr.io/syncgov/syncgov:0.1.0");
+    expect(job.spec).toMatchObject({ backoffLimit: 0, ttlSecondsAfterFinished: 600 });
+    expect(pod.restartPolicy).toBe("Never");
+    expect(pod.serviceAccountName).toBe("finance-runner");
+    expect(container.resources).toEqual({
+      requests: { cpu: "250m", memory: "128Mi" },
+      limits: { memory: "256Mi" },
+    });
+  });
+
+  it("meets the restricted pod security standard", () => {
+    expect(pod.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    expect(container.securityContext).toEqual({
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      privileged: false,
+      capabilities: { drop: ["ALL"] },
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    expect(pod.volumes?.every((v) => v.hostPath === undefined)).toBe(true);
+  });
+
+  it("mounts a file source's claim read-only at the file's directory", () => {
+    expect(pod.volumes).toContainEqual({
+      name: "source-file",
+      persistentVolumeClaim: { claimName: "ledger-exports", readOnly: true },
+    });
+    expect(container.volumeMounts).toContainEqual({
+      name: "source-file",
+      mountPath: "/data/exports",
+      readOnly: true,
+    });
+  });
+});
+
+describe("runnerJobName", () => {
+  it("keeps short names and shortens long ones to a unique, valid 63-character name", () => {
+    expect(runnerJobName("orders-1")).toBe("syncrun-orders-1");
+    const long = `${"a".repeat(60)}.b`;
+    const other = `${"a".repeat(60)}.c`;
+    const name = runnerJobName(long);
+    expect(name.length).toBeLessThanOrEqual(63);
+    expect(name).toMatch(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+    expect(runnerJobName(other)).not.toBe(name);
+  });
+});
+
+describe("ChildProcessExecutor", () => {
+  it("starts exactly the pod entrypoint: node controller/cli.ts run <ns>/<run>", () => {
+    const executor = new ChildProcessExecutor({ logDir: "/tmp/syncgov-runs" });
+    expect(SYNCGOV_CLI).toMatch(/controller\/cli\.ts$/);
+    expect(executor.argv({ namespace: "finance", name: "ledger-import-28" })).toEqual([
+      SYNCGOV_CLI,
+      "run",
+      "finance/ledger-import-28",
+    ]);
+  });
+});
+
+describe("parseRunRef", () => {
+  it("accepts <namespace>/<name> only", () => {
+    expect(parseRunRef("finance/ledger-import-28")).toEqual({
+      namespace: "finance",
+      name: "ledger-import-28",
+    });
+    expect(() => parseRunRef("ledger-import-28")).toThrow(/expected <namespace>\/<run>/);
+    expect(() => parseRunRef("Finance/x")).toThrow();
+    expect(() => parseRunRef("a/b/c")).toThrow();
+  });
+});

@@ -1,0 +1,396 @@
+/**
+ * Executors start the runner for an admitted SyncRun; configuration chooses one:
+ * - InProcess: runs it inside the controller process (small installations, the local default);
+ * - ChildProcess: spawns exactly the pod entrypoint, `node controller/cli.ts run <ns>/<run>`;
+ * - Job: creates a batch/v1 Job in the run's namespace, owned by the SyncRun, whose pod runs
+ *   `syncgov run <ns>/<run>` (production: Kubernetes spreads the runs over the cluster).
+ *
+ * Whatever the executor, the runner itself writes the run's status; an executor only starts it,
+ * tells when it ended (exit code, 0 for success), and cancels it (Replace policy, stop).
+ */
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { closeSync, mkdirSync, openSync } from "node:fs";
+import { constants } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  BatchV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1Job,
+  type V1ResourceRequirements,
+  type V1Volume,
+  type V1VolumeMount,
+} from "@kubernetes/client-node";
+import type { SyncJobSpec } from "../api/syncjob.ts";
+import { controllerOf, withControllerReference } from "../kube/ownership.ts";
+import { describeApiError, isConflict, isNotFound } from "../kube/resource.ts";
+import { SYNCJOBS, SYNCRUNS } from "../reconcile/objects.ts";
+import { type RunRef, runSyncRun } from "./cluster.ts";
+import type { LineageSink } from "./lineage.ts";
+import type { RunLogger, StreamRunner } from "./run.ts";
+
+export type ExecutorKind = "InProcess" | "ChildProcess" | "Job";
+
+export interface RunHandle {
+  /** For status.executor. */
+  readonly executor: { readonly kind: ExecutorKind; readonly jobName?: string };
+  /** The runner's exit code once it ends: 0 when the run succeeded. */
+  readonly done: Promise<number>;
+  /** Asks the runner to stop; it ends Cancelled at the next batch boundary. */
+  cancel(): Promise<void>;
+}
+
+export interface RunExecutor {
+  readonly kind: ExecutorKind;
+  start(ref: RunRef): Promise<RunHandle>;
+}
+
+/** The path of the syncgov command line in this installation (the pod entrypoint). */
+export const SYNCGOV_CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
+
+export interface InProcessExecutorOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly log?: RunLogger;
+  readonly lineage?: LineageSink;
+  readonly stream?: StreamRunner;
+}
+
+export class InProcessExecutor implements RunExecutor {
+  readonly kind = "InProcess";
+  readonly #options: InProcessExecutorOptions;
+
+  constructor(options: InProcessExecutorOptions) {
+    this.#options = options;
+  }
+
+  async start(ref: RunRef): Promise<RunHandle> {
+    const cancel = new AbortController();
+    const done = runSyncRun(ref, { ...this.#options, signal: cancel.signal }).then(
+      (outcome) => (outcome.phase === "Succeeded" ? 0 : 1),
+      (error: unknown) => {
+        this.#options.log?.warn(
+          { run: `${ref.namespace}/${ref.name}`, error: describeApiError(error) },
+          "the runner could not report the run",
+        );
+        return 1;
+      },
+    );
+    return {
+      executor: { kind: this.kind },
+      done,
+      cancel: async () => cancel.abort(),
+    };
+  }
+}
+
+export interface ChildProcessExecutorOptions {
+  /** Directory of the runners' logs: one file per run, `<namespace>_<run>.log`, appended per attempt. */
+  readonly logDir: string;
+  /** The syncgov command line; default this installation's controller/cli.ts. */
+  readonly cliPath?: string;
+  /** Given to the runner as KUBECONFIG; default the controller's environment. */
+  readonly kubeconfigPath?: string;
+  /** Extra environment for the runner. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Time between SIGTERM and SIGKILL on cancel; default 30 s, as a pod's grace period. */
+  readonly killGraceMs?: number;
+}
+
+export interface ChildRunHandle extends RunHandle {
+  readonly pid: number;
+  readonly logFile: string;
+}
+
+export class ChildProcessExecutor implements RunExecutor {
+  readonly kind = "ChildProcess";
+  readonly #options: ChildProcessExecutorOptions;
+
+  constructor(options: ChildProcessExecutorOptions) {
+    this.#options = options;
+  }
+
+  /** The runner's argv after the node binary: exactly the pod entrypoint. */
+  argv(ref: RunRef): string[] {
+    return [this.#options.cliPath ?? SYNCGOV_CLI, "run", `${ref.namespace}/${ref.name}`];
+  }
+
+  logFileOf(ref: RunRef): string {
+    return join(this.#options.logDir, `${ref.namespace}_${ref.name}.log`);
+  }
+
+  async start(ref: RunRef): Promise<ChildRunHandle> {
+    mkdirSync(this.#options.logDir, { recursive: true });
+    const logFile = this.logFileOf(ref);
+    const fd = openSync(logFile, "a", 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, this.argv(ref), {
+        stdio: ["ignore", fd, fd],
+        env: {
+          ...process.env,
+          ...(this.#options.kubeconfigPath ? { KUBECONFIG: this.#options.kubeconfigPath } : {}),
+          ...this.#options.env,
+        },
+      });
+    } finally {
+      closeSync(fd); // the child has its own copy
+    }
+    const done = new Promise<number>((resolve) => {
+      child.once("error", () => resolve(127));
+      child.once("exit", (code, signal) =>
+        resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0)),
+      );
+    });
+    if (child.pid === undefined) {
+      // spawn failed (its error event follows): report it as a runner that never ran.
+      return { executor: { kind: this.kind }, done, cancel: async () => {}, pid: -1, logFile };
+    }
+    const grace = this.#options.killGraceMs ?? 30_000;
+    return {
+      executor: { kind: this.kind },
+      done,
+      pid: child.pid,
+      logFile,
+      cancel: async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), grace);
+        await done;
+        clearTimeout(timer);
+      },
+    };
+  }
+}
+
+export interface JobExecutorOptions {
+  readonly kubeConfig: KubeConfig;
+  /** The syncgov image; its PATH has `syncgov` (controller/cli.ts). */
+  readonly image: string;
+  readonly imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
+  /** Service account of the runner pods, in the run's namespace; default syncgov-runner. */
+  readonly serviceAccountName?: string;
+  /** Finished Jobs are deleted after this long; default 3600. */
+  readonly ttlSecondsAfterFinished?: number;
+  readonly activeDeadlineSeconds?: number;
+  /** Default: requests 100m CPU and 256Mi, limit 512Mi. */
+  readonly resources?: V1ResourceRequirements;
+  /** Default 65532 (the conventional non-root user of distroless images). */
+  readonly runAsUser?: number;
+  /** How often done() looks at the Job; default 5 s. */
+  readonly pollIntervalMs?: number;
+}
+
+const DEFAULT_RESOURCES: V1ResourceRequirements = {
+  requests: { cpu: "100m", memory: "256Mi" },
+  limits: { memory: "512Mi" },
+};
+
+/** Job names are at most 63 characters (they become pod labels); long run names are cut and hashed. */
+export function runnerJobName(runName: string): string {
+  const name = `syncrun-${runName}`;
+  if (name.length <= 63 && !name.includes(".")) return name;
+  const hash = createHash("sha256").update(runName).digest("hex").slice(0, 8);
+  return `${name
+    .slice(0, 54)
+    .replace(/[.-]+$/, "")
+    .replaceAll(".", "-")}-${hash}`;
+}
+
+/**
+ * The batch/v1 Job that runs a SyncRun: the pod runs `syncgov run <ns>/<run>` once (backoffLimit 0:
+ * a retry is the controller's decision), under restricted pod security, owned by the SyncRun so it
+ * is deleted with it. A file source's PersistentVolumeClaim is mounted read-only at the file's
+ * directory.
+ */
+export function runnerJob(
+  run: KubernetesObject,
+  jobSpec: SyncJobSpec | undefined,
+  options: Omit<JobExecutorOptions, "kubeConfig" | "pollIntervalMs">,
+): V1Job {
+  const namespace = run.metadata?.namespace;
+  const name = run.metadata?.name;
+  if (!namespace || !name || !run.metadata?.uid) throw new Error("a SyncRun needs a namespace, name and uid");
+  const labels = {
+    "app.kubernetes.io/name": "syncgov-runner",
+    "app.kubernetes.io/managed-by": "syncgov",
+    "syncgov.io/run-uid": run.metadata.uid,
+  };
+  const volumes: V1Volume[] = [{ name: "tmp", emptyDir: { sizeLimit: "64Mi" } }];
+  const mounts: V1VolumeMount[] = [{ name: "tmp", mountPath: "/tmp" }];
+  const file = jobSpec?.source.file;
+  if (file?.persistentVolumeClaim) {
+    volumes.push({
+      name: "source-file",
+      persistentVolumeClaim: { claimName: file.persistentVolumeClaim, readOnly: true },
+    });
+    mounts.push({ name: "source-file", mountPath: dirname(file.path), readOnly: true });
+  }
+  const job: V1Job = {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name: runnerJobName(name),
+      namespace,
+      labels,
+      annotations: { "syncgov.io/run": `${namespace}/${name}` },
+    },
+    spec: {
+      backoffLimit: 0,
+      ttlSecondsAfterFinished: options.ttlSecondsAfterFinished ?? 3600,
+      ...(options.activeDeadlineSeconds !== undefined
+        ? { activeDeadlineSeconds: options.activeDeadlineSeconds }
+        : {}),
+      template: {
+        metadata: { labels },
+        spec: {
+          restartPolicy: "Never",
+          serviceAccountName: options.serviceAccountName ?? "syncgov-runner",
+          automountServiceAccountToken: true,
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: options.runAsUser ?? 65532,
+            runAsGroup: options.runAsUser ?? 65532,
+            seccompProfile: { type: "RuntimeDefault" },
+          },
+          volumes,
+          containers: [
+            {
+              name: "runner",
+              image: options.image,
+              ...(options.imagePullPolicy ? { imagePullPolicy: options.imagePullPolicy } : {}),
+              command: ["syncgov", "run", `${namespace}/${name}`],
+              resources: options.resources ?? DEFAULT_RESOURCES,
+              securityContext: {
+                runAsNonRoot: true,
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                privileged: false,
+                capabilities: { drop: ["ALL"] },
+                seccompProfile: { type: "RuntimeDefault" },
+              },
+              volumeMounts: mounts,
+            },
+          ],
+        },
+      },
+    },
+  };
+  return withControllerReference(job, run);
+}
+
+export interface JobRunHandle extends RunHandle {
+  readonly job: V1Job;
+}
+
+export class JobExecutor implements RunExecutor {
+  readonly kind = "Job";
+  readonly #options: JobExecutorOptions;
+  readonly #batch: BatchV1Api;
+  readonly #custom: CustomObjectsApi;
+
+  constructor(options: JobExecutorOptions) {
+    this.#options = options;
+    this.#batch = options.kubeConfig.makeApiClient(BatchV1Api);
+    this.#custom = options.kubeConfig.makeApiClient(CustomObjectsApi);
+  }
+
+  /**
+   * Creates the run's Job, or adopts it when it exists already and is controlled by this SyncRun
+   * (a controller that restarted starts the same run again).
+   */
+  async start(ref: RunRef): Promise<JobRunHandle> {
+    const run = (await this.#custom.getNamespacedCustomObject({
+      ...SYNCRUNS,
+      ...ref,
+    })) as KubernetesObject & {
+      spec?: { jobName?: string };
+    };
+    let jobSpec: SyncJobSpec | undefined;
+    if (run.spec?.jobName) {
+      try {
+        const syncJob = (await this.#custom.getNamespacedCustomObject({
+          ...SYNCJOBS,
+          namespace: ref.namespace,
+          name: run.spec.jobName,
+        })) as { spec?: SyncJobSpec };
+        jobSpec = syncJob.spec;
+      } catch (error) {
+        // The runner reports a missing SyncJob in the run's status; the Job is created regardless.
+        if (!isNotFound(error)) throw error;
+      }
+    }
+    const desired = runnerJob(run, jobSpec, this.#options);
+    let job: V1Job;
+    try {
+      job = await this.#batch.createNamespacedJob({ namespace: ref.namespace, body: desired });
+    } catch (error) {
+      if (!isConflict(error)) throw error;
+      job = await this.#batch.readNamespacedJob({ namespace: ref.namespace, name: desired.metadata!.name! });
+      if (controllerOf(job)?.uid !== run.metadata?.uid) {
+        throw new Error(
+          `Job ${ref.namespace}/${desired.metadata!.name} exists and does not belong to SyncRun ${ref.name}`,
+        );
+      }
+    }
+    const jobName = job.metadata!.name!;
+    return {
+      executor: { kind: this.kind, jobName },
+      job,
+      done: this.#waitForJob(ref.namespace, jobName),
+      cancel: async () => {
+        try {
+          await this.#batch.deleteNamespacedJob({
+            namespace: ref.namespace,
+            name: jobName,
+            propagationPolicy: "Background",
+          });
+        } catch (error) {
+          if (!isNotFound(error)) throw error;
+        }
+      },
+    };
+  }
+
+  /**
+   * Polls the Job until it completes (0) or fails or is deleted (1). Polling one Job per run is
+   * cheap at the scale of concurrently running syncs and needs no informer on Jobs.
+   */
+  async #waitForJob(namespace: string, name: string): Promise<number> {
+    const interval = this.#options.pollIntervalMs ?? 5000;
+    for (;;) {
+      try {
+        const job = await this.#batch.readNamespacedJob({ namespace, name });
+        const conditions = job.status?.conditions ?? [];
+        const holds = (type: string) => conditions.some((c) => c.type === type && c.status === "True");
+        if (holds("Complete") || holds("SuccessCriteriaMet")) return 0;
+        if (holds("Failed") || holds("FailureTarget")) return 1;
+      } catch (error) {
+        if (isNotFound(error)) return 1;
+        // Transient API errors: look again at the next interval.
+      }
+      // Unreferenced: a controller shutting down does not wait for its runs' Jobs.
+      await new Promise((resolve) => setTimeout(resolve, interval).unref());
+    }
+  }
+}
+
+export type ExecutorConfig =
+  | ({ readonly kind: "InProcess" } & InProcessExecutorOptions)
+  | ({ readonly kind: "ChildProcess" } & ChildProcessExecutorOptions)
+  | ({ readonly kind: "Job" } & JobExecutorOptions);
+
+/** The executor the configuration names. */
+export function createExecutor(config: ExecutorConfig): RunExecutor {
+  switch (config.kind) {
+    case "InProcess":
+      return new InProcessExecutor(config);
+    case "ChildProcess":
+      return new ChildProcessExecutor(config);
+    case "Job":
+      return new JobExecutor(config);
+  }
+}

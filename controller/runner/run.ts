@@ -1,0 +1,383 @@
+/**
+ * The runner: executes one SyncRun — moves the rows, validates them, reports — given everything
+ * already resolved (the specs, connection URLs from Secrets, the policy's required masking, the
+ * previous run's cursor). It reads and writes data only; the Kubernetes side (reading the objects,
+ * status, events) is ./cluster.ts.
+ *
+ * Contract a caller may rely on:
+ * - executeRun never throws: every failure becomes a Failed result whose message names the cause
+ *   and carries no Secret value (every message goes through scrubSecrets with the connection URLs
+ *   and the masking salt).
+ * - Idempotent: target writes are upserts by the target's key columns, so a run repeated after a
+ *   crash at any point converges to the same target rows. An incremental run's new cursor is in the
+ *   result only once every row up to it is written; a crashed run reports none, and its retry starts
+ *   again from the previous cursor.
+ * - Nothing is written before the target's schema is checked and the policy's required masking is
+ *   in place: a missing column, an incompatible type or an unmasked sensitive column fails the run
+ *   with a message naming it.
+ * - Cancellation (the signal) is honoured between batches: the batch in flight finishes, the run
+ *   ends Cancelled, and what was written stays written (a later run converges it).
+ * - Progress (rowsRead, rowsWritten, rowsRejected) is reported at most once per second.
+ * - A Batch run validates at its end (unless the job disables validation). A run whose validation
+ *   fails still Succeeded — its rows moved — and carries validation.result Failed; deciding what a
+ *   failed validation means (shadow fallback after N in a row) is the controller's business.
+ */
+
+import pg from "pg";
+import type { SyncJobSpec } from "../api/syncjob.ts";
+import type { RunType, SyncRunSpec } from "../api/syncrun.ts";
+import { FieldMapError } from "../connectors/fixedwidth.ts";
+import { describeTable } from "../connectors/postgres/catalog.ts";
+import { SourceSchemaError } from "../connectors/postgres/source.ts";
+import { TargetSchemaError } from "../connectors/postgres/target.ts";
+import {
+  compileMasking,
+  describeMaskingViolation,
+  type MaskingRequirement,
+  MaskingRuleError,
+  type RowMasker,
+  requiredMaskingViolations,
+} from "../masking/masking.ts";
+import { RunCancelled, type RunContext, RunFailure, type StepOutcome } from "./context.ts";
+import { loadFile, validateFile } from "./file-load.ts";
+import { datasetOfFile, datasetOfTable, type LineageRun, type LineageSink } from "./lineage.ts";
+import { ProgressMeter, type RunCounts } from "./progress.ts";
+import { RejectionLog, type RunRejection } from "./rejections.ts";
+import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
+import { copyTable, validateTableSync } from "./table-copy.ts";
+import type { RunValidation } from "./validation.ts";
+
+export interface RunIdentity {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid?: string | undefined;
+}
+
+/** Connection URLs resolved from the job's Secrets; the runner never logs or reports them. */
+export interface RunConnections {
+  /** For a SQL source. */
+  readonly source?: string | undefined;
+  readonly target: string;
+}
+
+export interface RunInput {
+  readonly run: RunIdentity;
+  readonly job: { readonly namespace: string; readonly name: string; readonly spec: SyncJobSpec };
+  readonly spec: SyncRunSpec;
+  readonly connections: RunConnections;
+  /** Salt of the hash transform (from a Secret). */
+  readonly maskingSalt?: string | undefined;
+  /** Masking the matching SyncPolicies require; the run refuses to write a matching column unmasked. */
+  readonly requiredMasking?: readonly MaskingRequirement[] | undefined;
+  /** The cursor of the job's last successful run; incremental runs read from it. */
+  readonly previousCursor?: string | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export type RunOutcomePhase = "Succeeded" | "Failed" | "Cancelled";
+
+export interface RunResult {
+  readonly phase: RunOutcomePhase;
+  /** CamelCase, for conditions: Completed, TargetSchemaMismatch, MaskingRequired, Cancelled, … */
+  readonly reason: string;
+  /** A sentence a person can act on; carries no Secret value. */
+  readonly message: string;
+  readonly counts: RunCounts;
+  readonly validation?: RunValidation | undefined;
+  /** The new high-water mark of a SQL source with a cursor column, once its rows are written. */
+  readonly cursor?: string | undefined;
+  /** The first rejected rows or lines (bounded); counts.rowsRejected counts them all. */
+  readonly rejections: readonly RunRejection[];
+}
+
+/** Minimal logger (pino's shape); messages reach it scrubbed. */
+export interface RunLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+/**
+ * Executes Realtime and Compensation runs, and any run of a job with a Kafka source. Wired by the
+ * controller; without one, such runs fail with reason NotWired.
+ */
+export interface StreamRunner {
+  execute(input: RunInput, context: StreamRunContext): Promise<StreamRunOutcome>;
+}
+
+export interface StreamRunContext {
+  /** A pool for a connection URL; pools are ended when the run ends. */
+  readonly pool: (url: string) => pg.Pool;
+  /** The job's masking, compiled; the stream writes masked rows only. */
+  readonly masker: RowMasker;
+  readonly progress: ProgressMeter;
+  readonly rejections: RejectionLog;
+  readonly signal: AbortSignal;
+  readonly scrub: (text: string) => string;
+}
+
+export interface StreamRunOutcome {
+  readonly summary: string;
+  readonly cursor?: string | undefined;
+  readonly validation?: RunValidation | undefined;
+}
+
+export interface RunDeps {
+  /** Opens a pool for a connection URL; default a pg.Pool of 3 connections. Pools are ended at the end. */
+  readonly openPool?: (url: string) => pg.Pool;
+  readonly lineage?: LineageSink | undefined;
+  readonly stream?: StreamRunner | undefined;
+  readonly onProgress?: ((counts: RunCounts) => void) | undefined;
+  /** Default 1000: progress is reported at most once per second. */
+  readonly progressIntervalMs?: number;
+  /** Rows per source page and per upsert statement; default 2000. */
+  readonly batchSize?: number;
+  readonly log?: RunLogger | undefined;
+}
+
+export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<RunResult> {
+  const scrub = secretScrubber(
+    [input.connections.source, input.connections.target, input.maskingSalt].filter(
+      (s): s is string => typeof s === "string" && s !== "",
+    ),
+  );
+  const signal = input.signal ?? new AbortController().signal;
+  const lineageRun = lineageRunOf(input);
+  const lineage = guardedLineage(deps.lineage, deps.log, scrub);
+  const progress = new ProgressMeter(
+    (counts) => {
+      deps.onProgress?.(counts);
+      lineage.progress(lineageRun, counts);
+    },
+    { intervalMs: deps.progressIntervalMs ?? 1000 },
+  );
+  const rejections = new RejectionLog();
+  const pools = new Map<string, pg.Pool>();
+  const pool = (url: string): pg.Pool => {
+    let p = pools.get(url);
+    if (!p) {
+      p = deps.openPool ? deps.openPool(url) : defaultPool(url);
+      // An idle connection that breaks (server restart) must not crash the process; the next query fails instead.
+      p.on("error", () => {});
+      pools.set(url, p);
+    }
+    return p;
+  };
+  const runLabel = `${input.spec.type} run ${input.run.namespace}/${input.run.name}`;
+  const finish = (
+    phase: RunOutcomePhase,
+    reason: string,
+    message: string,
+    outcome?: Partial<StepOutcome>,
+  ): RunResult => {
+    progress.flush();
+    return {
+      phase,
+      reason,
+      message: scrub(message),
+      counts: { ...progress.counts, rowsRejected: rejections.count },
+      validation: outcome?.validation,
+      cursor: outcome?.cursor,
+      rejections: rejections.listed,
+    };
+  };
+
+  lineage.start(lineageRun);
+  deps.log?.info({ run: `${input.run.namespace}/${input.run.name}`, type: input.spec.type }, "run started");
+  let result: RunResult;
+  try {
+    const masker = compileMasking(input.job.spec.masking ?? [], { salt: input.maskingSalt });
+    const context: RunContext = {
+      input,
+      spec: input.job.spec,
+      pool,
+      masker,
+      progress,
+      rejections,
+      batchSize: deps.batchSize ?? 2000,
+      checkpoint() {
+        if (signal.aborted) throw new RunCancelled("the run was cancelled");
+      },
+      requireMasking(targetColumns) {
+        const violations = requiredMaskingViolations(
+          targetColumns,
+          input.job.spec.masking ?? [],
+          input.requiredMasking ?? [],
+        );
+        if (violations.length > 0) {
+          throw new RunFailure(
+            "MaskingRequired",
+            `refusing to write unmasked sensitive columns: ${violations.map(describeMaskingViolation).join("; ")}`,
+          );
+        }
+      },
+    };
+    context.checkpoint();
+    const outcome = await dispatch(input.spec.type, context, deps.stream, { signal, scrub });
+    const validationNote = describeValidation(outcome.validation);
+    const rejected = rejections.summary();
+    const message = [outcome.summary, validationNote, rejected].filter((s) => s !== "").join("; ");
+    result = finish("Succeeded", "Completed", `${message}.`, outcome);
+  } catch (error) {
+    if (error instanceof RunCancelled || (signal.aborted && !(error instanceof RunFailure))) {
+      result = finish(
+        "Cancelled",
+        "Cancelled",
+        `${runLabel} was cancelled after reading ${progress.counts.rowsRead} and writing ${progress.counts.rowsWritten} rows; the rows written stay, and a later run converges the target.`,
+      );
+    } else {
+      const reason = reasonOf(error);
+      const rejected = rejections.summary();
+      result = finish(
+        "Failed",
+        reason,
+        `${runLabel} failed: ${scrubbedErrorMessage(error, scrub)}${rejected ? `; ${rejected}` : ""}`,
+      );
+    }
+  } finally {
+    await Promise.allSettled([...pools.values()].map((p) => p.end()));
+  }
+  if (result.phase === "Succeeded") lineage.complete(lineageRun, result);
+  else lineage.fail(lineageRun, result);
+  deps.log?.[result.phase === "Succeeded" ? "info" : "warn"](
+    {
+      run: `${input.run.namespace}/${input.run.name}`,
+      phase: result.phase,
+      reason: result.reason,
+      ...result.counts,
+    },
+    result.message,
+  );
+  return result;
+}
+
+async function dispatch(
+  type: RunType,
+  context: RunContext,
+  stream: StreamRunner | undefined,
+  extra: { signal: AbortSignal; scrub: (text: string) => string },
+): Promise<StepOutcome> {
+  const { spec } = context;
+  if (spec.target.sql.dialect !== "postgres") {
+    throw new RunFailure(
+      "DialectNotSupported",
+      `the ${spec.target.sql.dialect} target dialect is not supported yet`,
+    );
+  }
+  if (spec.source.sql && spec.source.sql.dialect !== "postgres") {
+    throw new RunFailure(
+      "DialectNotSupported",
+      `the ${spec.source.sql.dialect} source dialect is not supported yet`,
+    );
+  }
+  if (type === "Realtime" || type === "Compensation" || spec.source.kafka) {
+    if (!stream) {
+      throw new RunFailure(
+        "NotWired",
+        `${type} runs${spec.source.kafka ? " of a Kafka source" : ""} are not wired into this runner yet`,
+      );
+    }
+    await checkStreamTarget(context);
+    return stream.execute(context.input, {
+      pool: context.pool,
+      masker: context.masker,
+      progress: context.progress,
+      rejections: context.rejections,
+      signal: extra.signal,
+      scrub: extra.scrub,
+    });
+  }
+  switch (type) {
+    case "Batch":
+      if (spec.source.sql) return copyTable(context);
+      if (spec.source.file) return loadFile(context);
+      break;
+    case "Validation":
+      if (spec.source.sql) return validateTableSync(context);
+      if (spec.source.file) return validateFile(context);
+      break;
+    default:
+      throw new RunFailure("RunTypeNotSupported", `${type} runs are not executed by the runner yet`);
+  }
+  throw new RunFailure("NoSource", "the job has no source");
+}
+
+/** A stream writes whatever columns the target has: all of them must satisfy the required masking. */
+async function checkStreamTarget(context: RunContext): Promise<void> {
+  if ((context.input.requiredMasking ?? []).length === 0) return;
+  const target = context.spec.target.sql;
+  const info = await describeTable(context.pool(context.input.connections.target), target.table);
+  if (!info) throw new TargetSchemaError(target.table, ["the table does not exist or is not visible"]);
+  context.requireMasking([...info.columns.keys()]);
+}
+
+function describeValidation(v: RunValidation | undefined): string {
+  if (!v) return "";
+  const excluded = v.excludedColumns.length
+    ? ` (masked columns ${v.excludedColumns.join(", ")} not compared)`
+    : "";
+  if (v.result === "Passed") {
+    return `validation passed: ${v.sourceRows} rows, checksum ${v.sourceChecksum}${excluded}`;
+  }
+  return `validation failed: source ${v.sourceRows} rows, checksum ${v.sourceChecksum}; target ${v.targetRows} rows, checksum ${v.targetChecksum}${excluded}`;
+}
+
+function reasonOf(error: unknown): string {
+  if (error instanceof RunFailure) return error.reason;
+  if (error instanceof TargetSchemaError) return "TargetSchemaMismatch";
+  if (error instanceof SourceSchemaError) return "SourceSchemaMismatch";
+  if (error instanceof FieldMapError) return "InvalidFieldMap";
+  if (error instanceof MaskingRuleError) return "InvalidMaskingRule";
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && /^(ECONN|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH)/.test(code))
+    return "ConnectionFailed";
+  if (code === "28P01" || code === "28000") return "AuthenticationFailed";
+  if (code === "ENOENT" || code === "EACCES") return "SourceFileUnreadable";
+  return "RunError";
+}
+
+function defaultPool(url: string): pg.Pool {
+  return new pg.Pool({ connectionString: url, max: 3, application_name: "syncgov-runner" });
+}
+
+function lineageRunOf(input: RunInput): LineageRun {
+  const { spec } = input.job;
+  const inputs = spec.source.sql
+    ? [datasetOfTable(input.connections.source, spec.source.sql.table)]
+    : spec.source.file
+      ? [datasetOfFile(spec.source.file.path)]
+      : spec.source.kafka
+        ? [{ namespace: "kafka", name: spec.source.kafka.topic }]
+        : [];
+  return {
+    run: input.run,
+    job: { namespace: input.job.namespace, name: input.job.name },
+    type: input.spec.type,
+    inputs,
+    outputs: [datasetOfTable(input.connections.target, spec.target.sql.table)],
+  };
+}
+
+/** Lineage never decides a run's fate: a sink that throws is logged and ignored. */
+function guardedLineage(
+  sink: LineageSink | undefined,
+  log: RunLogger | undefined,
+  scrub: (text: string) => string,
+): Required<Pick<LineageSink, "start" | "progress" | "complete" | "fail">> {
+  const call = (what: string, f: () => void | Promise<void>) => {
+    if (!sink) return;
+    try {
+      const pending = f();
+      if (pending) pending.catch((error: unknown) => warn(what, error));
+    } catch (error) {
+      warn(what, error);
+    }
+  };
+  const warn = (what: string, error: unknown) =>
+    log?.warn({ lineage: what, error: scrubbedErrorMessage(error, scrub) }, "lineage event not emitted");
+  return {
+    start: (run) => call("start", () => sink!.start(run)),
+    progress: (run, counts) => call("progress", () => sink!.progress(run, counts)),
+    complete: (run, result) => call("complete", () => sink!.complete(run, result)),
+    fail: (run, result) => call("fail", () => sink!.fail(run, result)),
+  };
+}

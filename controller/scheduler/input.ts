@@ -1,0 +1,92 @@
+import type { SyncJob } from "../api/syncjob.ts";
+import type { EffectivePolicy } from "../policy/effective.ts";
+import { holdsSlot, type StoredObject } from "../reconcile/objects.ts";
+import type { RegistryView } from "../registry/registry.ts";
+import type { AdmissionInput, PendingRun } from "./admission.ts";
+import { outsideBatchWindows } from "./windows.ts";
+
+/** What the scheduler needs to know about a job with waiting runs. */
+export interface JobAdmission {
+  job: SyncJob;
+  effective: EffectivePolicy;
+  /** The job is invalid or blocked by policy: its runs are not admitted. */
+  refusal?: string | undefined;
+}
+
+export const WAITING_PHASES: ReadonlySet<string> = new Set(["Pending", "Queued"]);
+
+export function isWaiting(e: StoredObject): boolean {
+  return e.kind === "SyncRun" && (e.phase === undefined || WAITING_PHASES.has(e.phase));
+}
+
+/** The identity of a job's target for the per-target limit: same connection Secret and table. */
+export function targetKey(namespace: string, job: SyncJob): string {
+  const sql = job.spec.target.sql;
+  return `${namespace}/${sql.connectionSecretRef.name}/${sql.table}`;
+}
+
+export interface BuiltInput {
+  input: AdmissionInput;
+  /** Waiting runs whose job refuses them (invalid, blocked, missing), with the reason. */
+  refused: { run: StoredObject; reason: string; message: string }[];
+}
+
+/** Builds the admission decision's input from one registry view. */
+export function admissionInput(
+  view: RegistryView<StoredObject>,
+  admissionOf: (namespace: string, jobName: string) => JobAdmission | undefined,
+  now: Date,
+): BuiltInput {
+  const pending: PendingRun[] = [];
+  const refused: BuiltInput["refused"] = [];
+  const running: AdmissionInput["running"][number][] = [];
+  for (const run of view.ofKind("SyncRun")) {
+    const namespace = run.namespace ?? "";
+    if (holdsSlot(run)) {
+      running.push({
+        key: `${namespace}/${run.name}`,
+        namespace,
+        jobName: run.jobName ?? "",
+        target: run.target ?? "",
+      });
+      continue;
+    }
+    if (!isWaiting(run)) continue;
+    const a = admissionOf(namespace, run.jobName ?? "");
+    if (!a) {
+      refused.push({
+        run,
+        reason: "JobNotFound",
+        message: `SyncJob ${run.jobName} does not exist in ${namespace}`,
+      });
+      continue;
+    }
+    if (a.refusal) {
+      refused.push({ run, reason: "JobNotAdmissible", message: a.refusal });
+      continue;
+    }
+    const spec = (run.object as { spec?: { priority?: number } }).spec;
+    const isBatch = run.runType === undefined || run.runType === "Batch";
+    const realtime = run.runType === "Realtime";
+    pending.push({
+      key: `${namespace}/${run.name}`,
+      namespace,
+      name: run.name,
+      jobName: run.jobName ?? "",
+      target: targetKey(namespace, a.job),
+      priority: spec?.priority ?? a.job.spec.priority,
+      createdAt: Date.parse(run.object.metadata?.creationTimestamp as unknown as string) || 0,
+      // A realtime session is one per job by construction; concurrencyPolicy governs batch overlap.
+      concurrencyPolicy: realtime ? "Allow" : a.job.spec.concurrencyPolicy,
+      limits: realtime
+        ? {}
+        : {
+            maxRunsPerNamespace: a.effective.maxRunsPerNamespace,
+            maxRunsPerTarget: a.effective.maxRunsPerTarget,
+            maxRunsGlobal: a.effective.maxRunsGlobal,
+          },
+      outsideWindow: isBatch ? outsideBatchWindows(a.effective.batchWindows, now) : undefined,
+    });
+  }
+  return { input: { pending, running }, refused };
+}
