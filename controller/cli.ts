@@ -33,6 +33,13 @@ program
   .option("--renew-deadline <s>", "leader renew deadline in seconds", intOption, 10)
   .option("--retry-period <s>", "leader retry period in seconds", intOption, 2)
   .option("--identity <id>", "leader-election identity (default: hostname and pid)")
+  .option(
+    "--executor <kind>",
+    "how runs are executed: InProcess, ChildProcess, Job, or External (left to an outside runner)",
+    "ChildProcess",
+  )
+  .option("--runner-image <image>", "image of runner Jobs (Job executor)")
+  .option("--runner-log-dir <dir>", "directory of runner logs (ChildProcess executor)")
   .action(async (opts) => {
     const { runController } = await import("./manager.ts");
     await runController(opts);

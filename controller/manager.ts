@@ -1,4 +1,5 @@
-import { hostname } from "node:os";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { CustomObjectsApi, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import { type Counter, type Histogram, metrics, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { SyncPolicy } from "./api/syncpolicy.ts";
@@ -29,6 +30,7 @@ import {
 import { decideJob, isFinished, type JobDecision } from "./reconcile/syncjob.ts";
 import { BY_KIND_AND_PHASE } from "./registry/indexes.ts";
 import type { RegistryEvent } from "./registry/registry.ts";
+import { createExecutor, type ExecutorKind, type RunExecutor, type RunHandle } from "./runner/executors.ts";
 import { type Decision, decideAdmissions } from "./scheduler/admission.ts";
 import { admissionInput, type JobAdmission } from "./scheduler/input.ts";
 import { untilNextMinute } from "./scheduler/windows.ts";
@@ -45,6 +47,12 @@ export interface ControllerOptions {
   renewDeadline: number;
   retryPeriod: number;
   identity?: string;
+  /** How admitted runs are executed: InProcess, ChildProcess, Job or External. Default ChildProcess. */
+  executor?: ExecutorKind | "External";
+  /** Image of runner Jobs (Job executor). */
+  runnerImage?: string;
+  /** Directory for runner logs (ChildProcess executor). */
+  runnerLogDir?: string;
 }
 
 const FIELD_MANAGER = "syncgov-controller";
@@ -79,10 +87,31 @@ export class Controller {
   private readonly reconcileDuration: Histogram;
 
   private readonly opts: ControllerOptions;
+  private readonly executor: RunExecutor | undefined;
+  /** Runs this replica is executing, by "namespace/name". */
+  private readonly running = new Map<string, RunHandle>();
 
   constructor(kc: KubeConfig, opts: ControllerOptions) {
     this.kc = kc;
     this.opts = opts;
+    const kind = opts.executor ?? "ChildProcess";
+    // External: admitted runs are left to a runner outside the controller (`syncgov run`).
+    this.executor =
+      kind === "External"
+        ? undefined
+        : kind === "Job"
+          ? createExecutor({
+              kind,
+              kubeConfig: kc,
+              image: opts.runnerImage ?? "ghcr.io/syncgov/syncgov:latest",
+            })
+          : kind === "InProcess"
+            ? createExecutor({ kind, kubeConfig: kc })
+            : createExecutor({
+                kind,
+                logDir: opts.runnerLogDir ?? join(tmpdir(), "syncgov-runs"),
+                ...(opts.kubeconfig ? { kubeconfigPath: opts.kubeconfig } : {}),
+              });
     this.custom = kc.makeApiClient(CustomObjectsApi);
     const identity = opts.identity ?? `${hostname()}_${process.pid}`;
     this.log = rootLogger.child({ identity });
@@ -527,6 +556,10 @@ export class Controller {
       });
       if (!committed.ok) continue;
       await this.writeDecisions(snap, decisions, refused, byKey, now);
+      for (const d of decisions) {
+        if (d.kind === "Replace") for (const c of d.cancel) await this.running.get(c)?.cancel();
+      }
+      this.startAdmittedRuns();
       const waitingForWindow = decisions.some((d) => d.kind === "Queue" && d.reason === "OutsideBatchWindow");
       return waitingForWindow ? { requeueAfter: untilNextMinute(now) } : undefined;
     }
@@ -650,6 +683,51 @@ export class Controller {
       while (next < writes.length) await writes[next++]!();
     };
     await Promise.all(Array.from({ length: Math.min(STATUS_WRITERS, writes.length) }, worker));
+  }
+
+  /**
+   * Starts every admitted run that nobody executes: just admitted, or left Running by a replica
+   * that died (the runner is idempotent, so a restarted run converges). With the Job executor, a
+   * run whose Job exists is left to it.
+   */
+  private startAdmittedRuns(): void {
+    if (!this.executor || !this.leading || this.leading.signal.aborted) return;
+    for (const run of this.registry.snapshot().ofKind("SyncRun")) {
+      if (run.phase !== "Running") continue;
+      const key = `${run.namespace}/${run.name}`;
+      if (this.running.has(key)) continue;
+      const started = (run.object as { status?: SyncRunStatus }).status?.executor;
+      if (started?.kind === "Job" && this.executor.kind === "Job") continue;
+      const ref = { namespace: run.namespace ?? "", name: run.name };
+      const placeholder: RunHandle = {
+        executor: { kind: this.executor.kind },
+        done: Promise.resolve(0),
+        cancel: async () => {},
+      };
+      this.running.set(key, placeholder);
+      void this.executor.start(ref).then(
+        async (handle) => {
+          this.running.set(key, handle);
+          await patchStatus(
+            this.custom,
+            { resource: SYNCRUNS, namespace: ref.namespace, name: ref.name },
+            { executor: handle.executor },
+            {
+              fieldManager: FIELD_MANAGER,
+            },
+          ).catch((err) =>
+            this.log.warn({ run: key, err: describeApiError(err) }, "could not record the executor"),
+          );
+          const code = await handle.done;
+          this.log.info({ run: key, code }, "runner finished");
+          this.running.delete(key);
+        },
+        (err) => {
+          this.running.delete(key);
+          this.log.error({ run: key, err: describeApiError(err) }, "could not start the runner");
+        },
+      );
+    }
   }
 
   /** Registry view for /api/registry. */

@@ -55,7 +55,8 @@ export class LineageEmitter {
   readonly #maxQueued: number;
   readonly #deadlineMs: number;
   readonly #queue: Pending[] = [];
-  #sender: Promise<void> | undefined;
+  #sender: Promise<void> = Promise.resolve();
+  #draining = false;
   #sent = 0;
   #failed = 0;
   #dropped = 0;
@@ -85,9 +86,10 @@ export class LineageEmitter {
       return Promise.resolve(false);
     }
     const delivered = new Promise<boolean>((done) => this.#queue.push({ event, done }));
-    this.#sender ??= this.#drain().finally(() => {
-      this.#sender = undefined;
-    });
+    if (!this.#draining) {
+      this.#draining = true;
+      this.#sender = this.#drain();
+    }
     return delivered;
   }
 
@@ -97,7 +99,7 @@ export class LineageEmitter {
 
   /** Waits until the queue is empty (each event bounded by the deadline). */
   async flush(): Promise<void> {
-    while (this.#sender) await this.#sender;
+    while (this.#draining) await this.#sender;
   }
 
   /** Sends what is queued, then closes the transport. */
@@ -106,26 +108,34 @@ export class LineageEmitter {
     await this.transport.close();
   }
 
+  /**
+   * Sends until the queue is empty. The flag is cleared in the same synchronous step that finds the
+   * queue empty, so an emit() right after always sees either a running sender or none at all.
+   */
   async #drain(): Promise<void> {
-    for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
-      const { event, done } = next;
-      try {
-        await withDeadline(this.transport.send(event), this.#deadlineMs);
-        this.#sent++;
-        done(true);
-      } catch (error) {
-        this.#failed++;
-        this.#log.warn(
-          {
-            eventType: event.eventType,
-            runId: event.run.runId,
-            job: `${event.job.namespace}/${event.job.name}`,
-            error: redactCredentials(error instanceof Error ? error.message : String(error)),
-          },
-          "lineage event not delivered",
-        );
-        done(false);
+    try {
+      for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
+        const { event, done } = next;
+        try {
+          await withDeadline(this.transport.send(event), this.#deadlineMs);
+          this.#sent++;
+          done(true);
+        } catch (error) {
+          this.#failed++;
+          this.#log.warn(
+            {
+              eventType: event.eventType,
+              runId: event.run.runId,
+              job: `${event.job.namespace}/${event.job.name}`,
+              error: redactCredentials(error instanceof Error ? error.message : String(error)),
+            },
+            "lineage event not delivered",
+          );
+          done(false);
+        }
       }
+    } finally {
+      this.#draining = false;
     }
   }
 }

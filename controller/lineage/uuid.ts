@@ -2,11 +2,14 @@
  * UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits, so run ids sort by the
  * time the run started — OpenLineage recommends v7 for runId. Hand-written because node:crypto only
  * makes v4. Within one millisecond the 12-bit rand_a field counts up from a random start (RFC 9562
- * §6.2 method 1), so ids made by one process are strictly increasing.
+ * §6.2 method 1), so ids made by one process are strictly increasing while the clock does not step
+ * back more than 10 s.
  */
 
 import { randomBytes } from "node:crypto";
 
+/** A larger step back is taken as a deliberate time (a caller's clock), not a wobble to smooth over. */
+const MAX_CLOCK_STEP_BACK_MS = 10_000;
 let lastMs = -1;
 let lastCounter = 0;
 
@@ -14,8 +17,8 @@ export function uuidv7(nowMs: number = Date.now()): string {
   const bytes = randomBytes(16);
   let ms = Math.max(0, Math.floor(nowMs));
   let counter: number;
-  if (ms <= lastMs) {
-    // Same millisecond (or the clock stepped back): keep the last time and count on.
+  if (ms <= lastMs && lastMs - ms <= MAX_CLOCK_STEP_BACK_MS) {
+    // Same millisecond (or the clock stepped back a little): keep the last time and count on.
     ms = lastMs;
     counter = lastCounter + 1;
     if (counter > 0xfff) {

@@ -212,6 +212,10 @@ export function decideJob(input: JobInput): JobDecision {
     };
   }
 
+  let requeue: number | undefined;
+  const soonest = (ms: number) => {
+    requeue = requeue === undefined ? ms : Math.min(requeue, ms);
+  };
   const blocked = effective.verdict === "Block";
   status.phase = blocked
     ? "Blocked"
@@ -223,18 +227,24 @@ export function decideJob(input: JobInput): JobDecision {
           ? "Queued"
           : "Idle";
 
-  let requeue: number | undefined;
-  const soonest = (ms: number) => {
-    requeue = requeue === undefined ? ms : Math.min(requeue, ms);
-  };
   if (!blocked && !job.spec.suspend) {
     // The realtime channel: one long-lived Realtime run while the job is realtime or hybrid.
     if (job.spec.mode !== "batch" && !runs.some((r) => r.type === "Realtime" && !isFinished(r.phase))) {
-      decision.create.push({
-        name: runName(job.metadata.name ?? "job", "rt", now),
-        type: "Realtime",
-        trigger: "Stream",
-      });
+      // A session that keeps failing is restarted with exponential backoff (10 s doubling to 5 min),
+      // counted over the consecutive failed sessions, as a pod in CrashLoopBackOff.
+      const sessions = runs.filter((r) => r.type === "Realtime");
+      let failures = 0;
+      for (let i = sessions.length - 1; i >= 0 && sessions[i]!.phase === "Failed"; i--) failures++;
+      const last = sessions[sessions.length - 1];
+      const backoffMs = failures === 0 ? 0 : Math.min(10_000 * 2 ** (failures - 1), 300_000);
+      const resumeAt = (Date.parse(last?.completionTime ?? "") || 0) + backoffMs;
+      if (failures > 0 && resumeAt > now.getTime()) soonest(resumeAt - now.getTime());
+      else
+        decision.create.push({
+          name: runName(job.metadata.name ?? "job", "rt", now),
+          type: "Realtime",
+          trigger: "Stream",
+        });
     }
     // The schedule: at most one run per missed fire (as CronJob, missed fires are not replayed).
     if (job.spec.schedule) {
