@@ -52,7 +52,7 @@ export interface BufferTopicOptions {
   readonly createTopic?: boolean;
   /** Most rows per replay sink call; default 500. */
   readonly maxRowsPerSink?: number;
-  /** Delete replayed records after a replay (Kafka DeleteRecords up to the committed offsets); default true. */
+  /** Delete replayed records after a replay (DeleteRecords up to the committed offsets); default true. */
   readonly trimAfterReplay?: boolean;
   readonly heartbeatIntervalMs?: number;
   readonly logger?: Logger;
@@ -194,7 +194,12 @@ export class BufferTopic {
     const [offsets, committed] = await this.#withAdmin((admin) =>
       Promise.all([topicOffsets(admin, this.topic), committedOffsets(admin, this.replayGroupId, this.topic)]),
     );
-    const until = options.until ?? offsets.end;
+    // A mark beyond the current end could never be reached: it is clamped to the end.
+    const until = new Map<number, string>();
+    for (const [partition, end] of offsets.end) {
+      const mark = options.until === undefined ? end : options.until.get(partition);
+      if (mark !== undefined) until.set(partition, BigInt(mark) < BigInt(end) ? mark : end);
+    }
     // Partitions with something to replay → their exclusive end offset.
     const remaining = new Map<number, bigint>();
     for (const [partition, pending] of pendingPerPartition({ end: until, start: offsets.start }, committed)) {

@@ -4,7 +4,7 @@
  * producer of JSON records for tests and examples.
  *
  * kafkajs logs through the syncgov logger (warnings and errors only by default), so broker problems
- * land in the same JSON lines as everything else and never on stderr in kafkajs' own format.
+ * land in the same JSON lines as everything else rather than in kafkajs' own format.
  */
 
 import { createHash } from "node:crypto";
@@ -218,7 +218,10 @@ export async function consumerGroupLag(admin: Admin, groupId: string, topic: str
 /** One record for produceJson: a key and a value that is JSON-encoded unless it is already bytes. */
 export interface JsonRecord {
   readonly key?: string | null;
-  /** Encoded with JSON.stringify; a Buffer is sent as is (to produce malformed records on purpose); null is a tombstone. */
+  /**
+   * Encoded with JSON.stringify; a Buffer is sent as is (to produce malformed records on purpose);
+   * null is a tombstone.
+   */
   readonly value: unknown;
   readonly headers?: IHeaders;
 }

@@ -21,9 +21,11 @@
  *   their offsets are committed just the same (the buffer holds them now).
  * - Backpressure. kafkajs fetches the next batch only after the previous one was handled (its fetcher
  *   waits for the worker queue to drain), so a slow sink slows reading and at most one fetch response
- *   (maxBytes) is held in memory; nothing is read ahead of the sink. Heartbeats keep the member in the
- *   group while a sink call runs longer than the session timeout would allow.
- * - Rebalances. Every commit happens inside eachBatch, before kafkajs re-joins the group (it re-joins
+ *   per broker is held in memory; nothing more is read ahead of the sink, so there is nothing to
+ *   pause. Heartbeats keep the member in the group while a sink call runs longer than the session
+ *   timeout would allow.
+ * - Rebalances. A commit names only the partition of the batch in hand, never offsets resolved
+ *   elsewhere, and every commit happens inside eachBatch, before kafkajs re-joins the group (it re-joins
  *   only once the in-flight batches returned), so a commit carries the generation that owned the
  *   partition. If the group moved on meanwhile the broker refuses it (ILLEGAL_GENERATION,
  *   UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS): the error goes back to kafkajs, which re-joins, and the
@@ -44,8 +46,7 @@ import {
   Partitioners,
   type Producer,
 } from "kafkajs";
-import type { Logger } from "../../telemetry/logger.ts";
-import { logger as rootLogger } from "../../telemetry/logger.ts";
+import { type Logger, logger as rootLogger } from "../../telemetry/logger.ts";
 import type { Row, RowSchema } from "../record.ts";
 import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
 import { deadLetterMessage, decodeMessage } from "./dead-letter.ts";
@@ -72,7 +73,7 @@ export type SinkOutcome = "written" | "diverted";
  * acknowledged by the buffer topic); resolving with nothing means "written". Rejecting means none of
  * them may be considered taken: the chunk is offered again. Never called concurrently.
  */
-// biome-ignore lint/suspicious/noConfusingVoidType: a sink that returns nothing (Promise<void>) wrote the rows.
+// biome-ignore lint/suspicious/noConfusingVoidType: a sink returning Promise<void> wrote the rows.
 export type RowSink = (records: readonly SourceRecord[]) => Promise<SinkOutcome | void>;
 
 export interface KafkaSourceOptions {
@@ -86,7 +87,7 @@ export interface KafkaSourceOptions {
   readonly sink: RowSink;
   /** Where a group without committed offsets starts; default "earliest". */
   readonly startFrom?: "earliest" | "latest";
-  /** Most rows (and most dead letters) per sink call; default 500. A kafka batch larger than this is split. */
+  /** Most rows (and most dead letters) per sink call; default 500. Larger Kafka batches are split. */
   readonly maxRowsPerSink?: number;
   /** Create the dead-letter topic at start if it does not exist; default true. */
   readonly createDeadLetterTopic?: boolean;
@@ -94,7 +95,7 @@ export interface KafkaSourceOptions {
   readonly sessionTimeoutMs?: number;
   /** Heartbeat interval, also while a chunk is in the sink; default 3 s. */
   readonly heartbeatIntervalMs?: number;
-  /** Backoff between failed sink (or dead-letter) attempts: first and largest wait; default 200 ms and 10 s. */
+  /** Backoff between failed sink (or dead-letter) attempts, first and largest; default 200 ms, 10 s. */
   readonly retryBackoffMs?: { readonly initial: number; readonly max: number };
   /**
    * Longest wait of a fetch for new records; default 500 ms (the Java client's fetch.max.wait.ms).
@@ -268,6 +269,13 @@ export class KafkaSource {
       if (!restart && this.#state !== "stopping" && this.#state !== "stopped") {
         this.#state = "failed";
         this.#failure = error.message;
+      }
+    });
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      // Lag of partitions this member no longer owns would be stale forever.
+      const owned = new Set(event.payload.memberAssignment[this.topic] ?? []);
+      for (const partition of this.#partitionLag.keys()) {
+        if (!owned.has(partition)) this.#partitionLag.delete(partition);
       }
     });
     await consumer.connect();
