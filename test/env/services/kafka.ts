@@ -98,6 +98,8 @@ export async function startLocalKafka(
     description: `Kafka ${version} (KRaft) at ${brokers}`,
     seconds: (Date.now() - began) / 1000,
     logs: [logFile],
+    processes: ["kafka"],
+    ready: () => waitFor(`Kafka on ${brokers} (log ${logFile})`, () => kafkaAnswers(brokers), 90_000),
   };
 }
 

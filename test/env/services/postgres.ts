@@ -95,8 +95,8 @@ export async function startLocalPostgres(
     cwd: dataDir,
     ...asOwner,
   });
-  // The data directory goes with the server, whichever way it stops.
-  child.once("exit", () => rmSync(dataDir, { recursive: true, force: true }));
+  // The data directory goes with the server when the environment stops (not on a restart in a test).
+  group.onStopped(() => rmSync(dataDir, { recursive: true, force: true }));
 
   const admin = `postgres://${USER}:${password}@127.0.0.1:${port}/postgres`;
   await waitFor(
@@ -124,6 +124,18 @@ export async function startLocalPostgres(
     description: `PostgreSQL ${version} at 127.0.0.1:${port}`,
     seconds: (Date.now() - began) / 1000,
     logs: [logFile],
+    processes: ["postgres"],
+    ready: () =>
+      waitFor(
+        `PostgreSQL on 127.0.0.1:${port} (log ${logFile})`,
+        async () => {
+          const c = new pg.Client({ connectionString: admin, connectionTimeoutMillis: 1000 });
+          await c.connect();
+          await c.end();
+          return true;
+        },
+        30_000,
+      ),
   };
 }
 

@@ -92,9 +92,17 @@ export class ProcessGroup {
     clearTimeout(timer);
   }
 
+  private readonly cleanups: (() => void)[] = [];
+
+  /** Runs `cleanup` after every process has stopped (data directories and the like). */
+  onStopped(cleanup: () => void): void {
+    this.cleanups.push(cleanup);
+  }
+
   async stop(): Promise<void> {
     for (const p of [...this.procs].reverse()) await this.stopOne(p.child);
     this.procs.length = 0;
+    for (const c of this.cleanups.splice(0)) c();
     if (this.reaper?.pid) {
       try {
         process.kill(this.reaper.pid, "SIGKILL");
