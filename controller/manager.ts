@@ -27,7 +27,7 @@ import {
   type SyncRegistry,
   stored,
 } from "./reconcile/objects.ts";
-import { decideJob, isFinished, type JobDecision } from "./reconcile/syncjob.ts";
+import { decideJob, type JobDecision, type RunSummary } from "./reconcile/syncjob.ts";
 import { BY_KIND_AND_PHASE } from "./registry/indexes.ts";
 import type { RegistryEvent } from "./registry/registry.ts";
 import { createExecutor, type ExecutorKind, type RunExecutor, type RunHandle } from "./runner/executors.ts";
@@ -360,6 +360,8 @@ export class Controller {
         type: r.runType,
         createdAt: Date.parse(String(r.object.metadata?.creationTimestamp ?? "")) || 0,
         completionTime: (r.object as { status?: SyncRunStatus }).status?.completionTime,
+        validation: (r.object as { status?: SyncRunStatus }).status?.validation,
+        breaker: (r.object as { status?: { breaker?: RunSummary["breaker"] } }).status?.breaker,
       }));
     return decideJob({
       object: entry.object,

@@ -33,7 +33,7 @@ export interface JobDecision {
 
 export interface NewRun {
   name: string;
-  type: "Batch" | "Realtime" | "Validation";
+  type: "Batch" | "Realtime" | "Validation" | "Compensation";
   trigger: "Schedule" | "Manual" | "Stream";
 }
 
@@ -43,6 +43,16 @@ export interface RunSummary {
   type: string | undefined;
   createdAt: number;
   completionTime?: string | undefined;
+  /** The run's validation result, when it validated. */
+  validation?: SyncRunStatus["validation"];
+  /** A realtime session's breaker, as the runner reports it. */
+  breaker?: {
+    state?: string;
+    slowCallRate?: number;
+    failureRate?: number;
+    bufferedRecords?: number;
+    lastTransitionTime?: string;
+  };
 }
 
 export interface JobInput {
@@ -55,6 +65,7 @@ export interface JobInput {
 
 export const VALID = "Valid";
 export const POLICY_COMPLIANT = "PolicyCompliant";
+export const VALIDATED = "Validated";
 /** Annotation a person sets (to any new value) to start a run by hand: `kubectl annotate sj x syncgov.io/run-now=$(date +%s)`. */
 export const RUN_NOW_ANNOTATION = "syncgov.io/run-now";
 
@@ -64,6 +75,10 @@ const WAITING: ReadonlySet<string> = new Set(["Pending", "Queued"]);
 
 export function isFinished(phase: string | undefined): boolean {
   return phase !== undefined && FINISHED.has(phase);
+}
+
+function finishedRuns(runs: readonly RunSummary[]): RunSummary[] {
+  return runs.filter((r) => isFinished(r.phase));
 }
 
 /**
@@ -216,6 +231,63 @@ export function decideJob(input: JobInput): JobDecision {
   const soonest = (ms: number) => {
     requeue = requeue === undefined ? ms : Math.min(requeue, ms);
   };
+  // Validation: the newest finished run that validated, and the streak of failures before it.
+  const validated = finishedRuns(runs).filter((r) => r.validation);
+  const latest = validated[validated.length - 1];
+  if (latest?.validation) {
+    const v = latest.validation;
+    // The streak lives in the job's status, so deleting old runs (TTL, history) does not reset it:
+    // each newly seen validation extends it (Failed) or ends it (Passed).
+    const previous = current.shadow?.consecutiveFailedValidations ?? 0;
+    const seen = current.lastValidation?.run === latest.name;
+    const streak = seen ? previous : v.result === "Failed" ? previous + 1 : 0;
+    status.lastValidation = {
+      result: v.result,
+      run: latest.name,
+      ...(latest.completionTime ? { time: latest.completionTime } : {}),
+      sourceRows: v.sourceRows,
+      targetRows: v.targetRows,
+      sourceChecksum: v.sourceChecksum,
+      targetChecksum: v.targetChecksum,
+    };
+    const passed = v.result === "Passed";
+    const message = `${latest.name}: source ${v.sourceRows} rows (${v.sourceChecksum}), target ${v.targetRows} rows (${v.targetChecksum})`;
+    set(
+      {
+        type: VALIDATED,
+        status: passed ? "True" : "False",
+        reason: passed ? "ChecksumsMatch" : "ChecksumsDiffer",
+        message,
+        observedGeneration: generation,
+      },
+      () => ({
+        type: passed ? "Normal" : "Warning",
+        reason: passed ? "ValidationPassed" : "ValidationFailed",
+        note: passed
+          ? `Source and target agree (${message}).`
+          : `Source and target differ (${message}); ${streak} failed in a row.`,
+      }),
+    );
+    status.shadow = { ...(current.shadow ?? { state: "None" }), consecutiveFailedValidations: streak };
+  }
+
+  // The realtime session's breaker, mirrored from its run.
+  const session = runs.filter((r) => r.type === "Realtime" && !isFinished(r.phase) && r.breaker?.state).pop();
+  if (session?.breaker?.state) {
+    const b = session.breaker;
+    const state = (b.state === "HalfOpen" || b.state === "Open" ? b.state : "Closed") as
+      | "Closed"
+      | "Open"
+      | "HalfOpen";
+    status.breaker = {
+      state,
+      ...(b.slowCallRate !== undefined ? { slowCallRate: b.slowCallRate } : {}),
+      ...(b.failureRate !== undefined ? { failureRate: b.failureRate } : {}),
+      ...(b.bufferedRecords !== undefined ? { bufferedRecords: b.bufferedRecords } : {}),
+      ...(b.lastTransitionTime ? { lastTransitionTime: b.lastTransitionTime } : {}),
+    };
+  }
+
   const blocked = effective.verdict === "Block";
   status.phase = blocked
     ? "Blocked"
@@ -270,6 +342,19 @@ export function decideJob(input: JobInput): JobDecision {
         soonest(due.getTime() - now.getTime());
       }
       cron.stop();
+    }
+    // Compensation: once the breaker has closed again, replay what the session buffered meanwhile.
+    const buffered = status.breaker?.bufferedRecords ?? 0;
+    if (
+      status.breaker?.state === "Closed" &&
+      buffered > 0 &&
+      !runs.some((r) => r.type === "Compensation" && !isFinished(r.phase))
+    ) {
+      decision.create.push({
+        name: runName(job.metadata.name ?? "job", "c", now),
+        type: "Compensation",
+        trigger: "Stream",
+      });
     }
     const requested = object.metadata?.annotations?.[RUN_NOW_ANNOTATION];
     if (requested !== undefined && requested !== current.lastManualRequest) {

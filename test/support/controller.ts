@@ -112,7 +112,10 @@ export async function eventually<T>(
 }
 
 /** Asks the environment to restart one of its server processes. */
-export async function restartServer(name: "kube-apiserver" | "etcd" | "postgres" | "kafka", downtimeMs = 0): Promise<void> {
+export async function restartServer(
+  name: "kube-apiserver" | "etcd" | "postgres" | "kafka",
+  downtimeMs = 0,
+): Promise<void> {
   const res = await fetch(`${testEnv().controlUrl}/restart/${name}?downtimeMs=${downtimeMs}`, {
     method: "POST",
   });
