@@ -1,0 +1,129 @@
+import v8 from "node:v8";
+import vm from "node:vm";
+
+/**
+ * Small timing harness shared by the benches. Each measured body runs `n` operations and returns a
+ * number derived from their results; the numbers are summed into `sink`, which the bench prints, so
+ * the engine cannot drop the work as dead code.
+ */
+
+let sink = 0;
+
+export function sinkValue(): number {
+  return sink;
+}
+
+export type Body = (n: number) => number | Promise<number>;
+
+export interface Contender {
+  readonly name: string;
+  readonly body: Body;
+}
+
+export interface MeasureOptions {
+  /** Length of one timed round. */
+  readonly roundMs?: number;
+  /** Rounds per contender; the median is reported. */
+  readonly rounds?: number;
+}
+
+async function timeOnce(body: Body, n: number): Promise<number> {
+  const start = process.hrtime.bigint();
+  const result = body(n);
+  sink += typeof result === "number" ? result : await result;
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+/** Doubles n until one call takes at least `targetMs` (this is also the warm-up); returns that n. */
+async function calibrate(body: Body, targetMs: number): Promise<number> {
+  let n = 1;
+  for (;;) {
+    const ms = await timeOnce(body, n);
+    if (ms >= targetMs || n >= 2 ** 30) return Math.max(1, Math.round((n * targetMs) / Math.max(ms, 1e-3)));
+    n *= ms < targetMs / 16 ? 8 : 2;
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * Operations per second for each contender. Rounds alternate between the contenders, so a slowdown of
+ * the machine (two cores shared with other work) hits all of them alike; the median round counts.
+ */
+export async function opsPerSecond(
+  contenders: readonly Contender[],
+  options: MeasureOptions = {},
+): Promise<Map<string, number>> {
+  const roundMs = options.roundMs ?? 150;
+  const rounds = options.rounds ?? 5;
+  const chunk = new Map<string, number>();
+  for (const { name, body } of contenders) chunk.set(name, await calibrate(body, Math.min(25, roundMs / 4)));
+  const samples = new Map<string, number[]>(contenders.map(({ name }) => [name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const { name, body } of contenders) {
+      const n = chunk.get(name)!;
+      let ops = 0;
+      let ms = 0;
+      while (ms < roundMs) {
+        ms += await timeOnce(body, n);
+        ops += n;
+      }
+      samples.get(name)!.push((ops / ms) * 1000);
+    }
+  }
+  return new Map([...samples].map(([name, values]) => [name, median(values)]));
+}
+
+let collect: (() => void) | undefined;
+
+/** Full garbage collection (the bench runs without --expose-gc, so the flag is set at run time). */
+export function collectGarbage(): void {
+  if (collect === undefined) {
+    v8.setFlagsFromString("--expose-gc");
+    collect = vm.runInNewContext("gc") as () => void;
+  }
+  collect();
+  collect();
+}
+
+/** Heap growth, in MB, caused by `build` and still reachable from its result after a full GC. */
+export function retainedMegabytes<T>(build: () => T): { readonly value: T; readonly megabytes: number } {
+  collectGarbage();
+  const before = process.memoryUsage().heapUsed;
+  const value = build();
+  collectGarbage();
+  return { value, megabytes: (process.memoryUsage().heapUsed - before) / 1e6 };
+}
+
+/** A seeded PRNG (mulberry32), so every run reads and writes the same keys in the same order. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/** Formats rows as an aligned text table. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((cell, i) => Math.max(cell.length, ...rows.map((row) => (row[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ");
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
