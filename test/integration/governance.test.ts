@@ -239,9 +239,136 @@ describe("concurrencyPolicy", () => {
     expect(second.status?.phase).toBe("Skipped");
     expect(second.status?.message).toMatch(/concurrencyPolicy is Forbid/);
     const events = await eventually("a Skipped event", async () => {
-      // The event follows the status write.
+      const evs = (await eventsApi.listNamespacedEvent({ namespace })).items.filter(
+        (e) => e.reason === "Skipped",
+      );
+      return evs.length > 0 ? evs : undefined;
+    });
+    expect(events[0]?.regarding?.name).toBe("second");
+  });
+
+  it("Replace cancels the running run and admits the new one", async () => {
+    const { first, second } = await twoRuns("Replace");
+    expect(first.status?.phase).toBe("Cancelled");
+    expect(first.status?.message).toMatch(/Replaced by second/);
+    expect(second.status?.phase).toBe("Running");
+  });
+});
+
+describe("clean-up of finished runs", () => {
+  it("deletes finished runs within TTL + 2 s and keeps the history limits", async () => {
+    const namespace = await newNamespace("ttl");
+    const ttl = 4;
+    await createJob(namespace, "short", { concurrencyPolicy: "Allow", ttlSecondsAfterFinished: ttl });
+    await createJob(namespace, "kept", {
+      concurrencyPolicy: "Allow",
+      successfulRunsHistoryLimit: 2,
+      failedRunsHistoryLimit: 1,
+    });
+    for (const [job, i] of [
+      ["short", 1],
+      ["kept", 1],
+      ["kept", 2],
+      ["kept", 3],
+      ["kept", 4],
+      ["kept", 5],
+    ] as const) {
+      await createRun(namespace, `${job}-${i}`, job);
+    }
+    const admitted = await eventually("all six running", async () => {
+      const runs = await runsIn([namespace]);
+      return runs.length === 6 && runs.every((r) => r.status?.phase === "Running") ? runs : undefined;
+    });
+    const byName = new Map(admitted.map((r) => [r.metadata.name, r]));
+    // kept-1..3 succeed, kept-4..5 fail, in that order.
+    for (const name of ["kept-1", "kept-2", "kept-3"]) await finish(byName.get(name)!);
+    for (const name of ["kept-4", "kept-5"]) await finish(byName.get(name)!, "Failed");
+    const finishedAt = Date.now();
+    await finish(byName.get("short-1")!);
+
+    const kept = await eventually("history limits applied", async () => {
+      const names = (await runsIn([namespace]))
+        .map((r) => r.metadata.name)
+        .filter((n) => n.startsWith("kept"));
+      return names.length === 3 ? names.sort() : undefined;
+    });
+    expect(kept).toEqual(["kept-2", "kept-3", "kept-5"]);
+
+    await eventually(
+      "short-1 deleted after its TTL",
+      async () => ((await runsIn([namespace])).some((r) => r.metadata.name === "short-1") ? undefined : true),
+      (ttl + 10) * 1000,
+    );
+    const goneAfter = (Date.now() - finishedAt) / 1000;
+    console.log(`run with ttlSecondsAfterFinished=${ttl} gone ${goneAfter.toFixed(1)} s after it finished`);
+    // completionTime has whole-second precision: the TTL counts from up to 1 s before finishedAt.
+    expect(goneAfter).toBeLessThanOrEqual(ttl + 2);
+    expect(goneAfter).toBeGreaterThanOrEqual(ttl - 1);
+  });
+});
+
+describe("batch windows", () => {
+  it("keeps batch runs queued outside the policy's windows", async () => {
+    const namespace = await newNamespace("window");
+    const now = new Date();
+    // A one-hour window that opened two hours ago is closed now.
+    const hh = (d: Date) => `${String(d.getUTCHours()).padStart(2, "0")}:00`;
+    const start = new Date(now.getTime() - 2 * 3600_000);
+    const end = new Date(now.getTime() - 1 * 3600_000);
+    await applyPolicy(uniqueName("window"), {
+      match: { namespaces: [namespace] },
+      batchWindows: [{ start: hh(start), end: hh(end), timeZone: "UTC" }],
+    });
+    await createJob(namespace, "nightly");
+    await createRun(namespace, "now", "nightly");
+    const run = await eventually("run queued", async () =>
+      (await runsIn([namespace])).find((r) => r.status?.phase === "Queued"),
+    );
+    expect(run.status?.queueReason).toMatch(/outside the batch windows/);
+  });
+});
+
+describe("policy enforcement", () => {
+  it("Enforce blocks a violating job: phase Blocked, condition and event; its runs are not admitted", async () => {
+    const namespace = await newNamespace("enforce");
+    const policy = uniqueName("enforce");
+    await applyPolicy(policy, {
+      match: { namespaces: [namespace] },
+      enforcement: "Enforce",
+      rules: [
+        {
+          name: "schema-qualified",
+          expression: "object.spec.target.sql.table.contains('.')",
+          message: "tables must be schema-qualified",
+        },
+      ],
+    });
+    await createJob(namespace, "bare", {
+      target: { sql: { connectionSecretRef: { name: "warehouse-db" }, table: "orders", keyColumns: ["id"] } },
+      masking: [],
+    });
+    await createRun(namespace, "bare-1", "bare");
+    const job = await eventually("job blocked", async () => {
+      const j = (await custom.getNamespacedCustomObject({ ...JOBS, namespace, name: "bare" })) as {
+        status?: {
+          phase?: string;
+          conditions?: { type: string; status: string; reason: string; message?: string }[];
+        };
+      };
+      return j.status?.phase === "Blocked" ? j : undefined;
+    });
+    const c = job.status?.conditions?.find((x) => x.type === "PolicyCompliant");
+    expect(c).toMatchObject({ status: "False", reason: "Blocked" });
+    expect(c?.message).toContain(`${policy}/schema-qualified: tables must be schema-qualified`);
+    const run = await eventually("run not admitted", async () =>
+      (await runsIn([namespace])).find((r) => r.status?.phase === "Queued"),
+    );
+    expect(run.status?.queueReason).toMatch(/blocked by policy/);
+    // The event follows the status write.
     const evs = await eventually("a Blocked event", async () => {
-      const found = (await eventsApi.listNamespacedEvent({ namespace })).items.filter((e) => e.reason === "Blocked");
+      const found = (await eventsApi.listNamespacedEvent({ namespace })).items.filter(
+        (e) => e.reason === "Blocked",
+      );
       return found.length > 0 ? found : undefined;
     });
     expect(evs).toHaveLength(1);
