@@ -10,7 +10,9 @@ import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import pg from "pg";
 import { applyManifests, readManifests } from "../../controller/kube/apply.ts";
+import { seedExampleData } from "./dev-data.ts";
 import { startEnvironment } from "./services/environment.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -59,7 +61,29 @@ try {
     kc,
     readManifests([join(root, "policies", "baseline")]).filter((o) => o.kind === "SyncPolicy"),
   );
+  const { ledgerFile } = await seedExampleData({
+    databaseUrl: env.postgres.url,
+    brokers: env.kafka.brokers,
+    dataDir: join(env.runDir, "data"),
+  });
   const examples = readManifests([join(root, "test", "examples")]).filter((o) => !o.metadata?.generateName);
+  for (const o of examples) {
+    // Locally the ledger export is a file this command wrote; in a cluster it is on a volume.
+    const spec = (
+      o as { spec?: { mode?: string; source?: { file?: { path: string; persistentVolumeClaim?: string } } } }
+    ).spec;
+    if (spec?.source?.file) {
+      spec.source.file.path = ledgerFile;
+      delete spec.source.file.persistentVolumeClaim;
+    }
+    // Run the batch examples once now instead of waiting for their schedules.
+    if (spec?.mode === "batch") {
+      o.metadata = {
+        ...o.metadata,
+        annotations: { ...o.metadata?.annotations, "syncgov.io/run-now": "dev" },
+      };
+    }
+  }
   await applyManifests(kc, examples, { namespace: DEMO_NAMESPACE });
 
   controller = spawn(
@@ -71,6 +95,9 @@ try {
       env.kube.kubeconfig,
       "--http-port",
       String(HTTP_PORT),
+      // In-process runs: the local default needs no runner image, and lineage events print here.
+      "--executor",
+      "InProcess",
     ],
     { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, KAFKA_BROKERS: env.kafka.brokers } },
   );
@@ -107,6 +134,21 @@ syncgov local environment is up.
   logs:        ${env.runDir}
 Press Ctrl-C to stop.`);
 
+// Every 15 s: how many rows the examples' targets hold.
+const counts = new pg.Pool({ connectionString: env.postgres.url, max: 1 });
+setInterval(async () => {
+  if (stopping) return;
+  try {
+    const r = await counts.query<{ t: string; n: string }>(
+      `SELECT 'analytics.orders' AS t, count(*) AS n FROM analytics.orders
+       UNION ALL SELECT 'analytics.customers', count(*) FROM analytics.customers
+       UNION ALL SELECT 'finance.ledger', count(*) FROM finance.ledger`,
+    );
+    console.log(`[syncgov dev] target rows: ${r.rows.map((x) => `${x.t}=${x.n}`).join("  ")}`);
+  } catch {
+    // the tables appear with the seed data
+  }
+}, 15_000).unref();
 // Keeps the process alive until a signal arrives.
 setInterval(() => {}, 1 << 30);
 
