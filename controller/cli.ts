@@ -4,6 +4,7 @@
  * (policy tests and exports, approvals, CRD generation).
  */
 import { Command, InvalidArgumentError } from "commander";
+import { registerShadowCommands } from "./cli/approve.ts";
 import { registerPolicyCommands } from "./policy/cli.ts";
 import { registerRunCommand } from "./runner/cli.ts";
 
@@ -65,5 +66,6 @@ program
 
 registerPolicyCommands(program);
 registerRunCommand(program);
+registerShadowCommands(program);
 
 await program.parseAsync(process.argv);

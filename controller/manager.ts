@@ -1,7 +1,9 @@
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { CustomObjectsApi, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import { type Counter, type Histogram, metrics, SpanStatusCode, trace } from "@opentelemetry/api";
+import pg from "pg";
+import type { SyncJob } from "./api/syncjob.ts";
 import type { SyncPolicy } from "./api/syncpolicy.ts";
 import type { SyncRunStatus } from "./api/syncrun.ts";
 import { validateSyncPolicy } from "./api/validate.ts";
@@ -34,6 +36,8 @@ import { createExecutor, type ExecutorKind, type RunExecutor, type RunHandle } f
 import { type Decision, decideAdmissions } from "./scheduler/admission.ts";
 import { admissionInput, type JobAdmission } from "./scheduler/input.ts";
 import { untilNextMinute } from "./scheduler/windows.ts";
+import { isDatabaseAction, performDatabaseAction } from "./shadow/postgres.ts";
+import { shadowStatusPatch } from "./shadow/state.ts";
 import { type Logger, logger as rootLogger } from "./telemetry/logger.ts";
 import { Telemetry } from "./telemetry/telemetry.ts";
 
@@ -76,6 +80,7 @@ export class Controller {
   readonly log: Logger;
   private readonly kc: KubeConfig;
   private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
   private readonly events: EventRecorder;
   private readonly informers: Informer[] = [];
   private pending: RegistryEvent<StoredObject>[] = [];
@@ -113,6 +118,7 @@ export class Controller {
                 ...(opts.kubeconfig ? { kubeconfigPath: opts.kubeconfig } : {}),
               });
     this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.core = kc.makeApiClient(CoreV1Api);
     const identity = opts.identity ?? `${hostname()}_${process.pid}`;
     this.log = rootLogger.child({ identity });
     this.events = new EventRecorder({
@@ -377,6 +383,13 @@ export class Controller {
     if (!entry) return undefined; // deleted: owned runs go with it (owner references)
     const decision = this.decide(entry, new Date());
     const namespace = entry.namespace ?? "";
+    if (decision.shadow && decision.job) {
+      const failure = await this.performShadowActions(entry, decision);
+      if (failure) throw failure; // status unchanged: the same step is decided again, with backoff
+      if (decision.status?.shadow) {
+        (decision.status as Record<string, unknown>).shadow = shadowStatusPatch(decision.shadow.status);
+      }
+    }
     for (const run of decision.create) {
       try {
         const created = (await this.custom.createNamespacedCustomObject({
@@ -437,6 +450,66 @@ export class Controller {
     for (const ev of decision.events) await this.events.record(entry.object, ev);
     return decision.requeueAfterMs !== undefined ? { requeueAfter: decision.requeueAfterMs } : undefined;
   }
+
+  /**
+   * The shadow machine's side effects, before its new status is written: DDL on the target database
+   * (connection from the job's Secret) and restarting the realtime session so that it writes to the
+   * table the new state names. A failure is recorded as a condition and event and returned.
+   */
+  private async performShadowActions(entry: StoredObject, decision: JobDecision): Promise<Error | undefined> {
+    const job = decision.job!;
+    for (const action of decision.shadow!.actions) {
+      try {
+        if (isDatabaseAction(action)) {
+          await performDatabaseAction(await this.targetPool(entry.namespace ?? "", job), action);
+        } else if (action.kind === "RedirectWrites") {
+          for (const run of this.registry.snapshot().ofKind("SyncRun", entry.namespace)) {
+            if (run.jobName !== entry.name || run.runType !== "Realtime" || run.phase !== "Running") continue;
+            const key = `${run.namespace}/${run.name}`;
+            await this.running.get(key)?.cancel();
+            await patchStatus(
+              this.custom,
+              { resource: SYNCRUNS, namespace: run.namespace, name: run.name },
+              {
+                phase: "Cancelled",
+                completionTime: kubeTime(new Date()),
+                message: `Restarted to write to ${action.to}.`,
+              },
+              { fieldManager: FIELD_MANAGER },
+            );
+          }
+        }
+      } catch (err) {
+        const message = describeApiError(err);
+        // The stored status stays, so the same step is decided again; one event says what failed
+        // (the recorder folds repeats into a series).
+        await this.events.record(entry.object, {
+          type: "Warning",
+          reason: `${action.kind}Failed`,
+          note: `Shadow ${action.kind} failed: ${message}; retrying.`,
+        });
+        return new Error(`shadow ${action.kind} failed: ${message}`);
+      }
+    }
+    return undefined;
+  }
+
+  /** A pool to a job's target database, from its connection Secret (cached per Secret version). */
+  private async targetPool(namespace: string, job: SyncJob): Promise<pg.Pool> {
+    const ref = job.spec.target.sql.connectionSecretRef;
+    const secret = await this.core.readNamespacedSecret({ name: ref.name, namespace });
+    const key = `${namespace}/${ref.name}/${ref.key}/${secret.metadata?.resourceVersion}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const data = secret.data?.[ref.key];
+      if (!data) throw new Error(`Secret ${ref.name} has no key ${ref.key}`);
+      pool = new pg.Pool({ connectionString: Buffer.from(data, "base64").toString("utf8"), max: 2 });
+      pool.on("error", () => undefined);
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+  private readonly pools = new Map<string, pg.Pool>();
 
   /** SyncPolicy status: Ready (every rule compiles, with positions when not), matched jobs, violations. */
   private async reconcilePolicy(key: string): Promise<ReconcileResult | undefined> {

@@ -398,7 +398,23 @@ export const SyncJobStatus = z
           .describe("None, Filling, AwaitingApproval, Swapping or Swapped."),
         table: z.string().max(127).optional().describe("The shadow table."),
         retiredTable: z.string().max(127).optional().describe("The table swapped out, kept for rollback."),
-        consecutiveFailedValidations: z.int().min(0).optional(),
+        consecutiveFailedValidations: z.int().min(0).optional().describe("Failed validations in a row."),
+        countedThrough: z
+          .strictObject({ run: objectName, finishedAt: z.string().max(64) })
+          .optional()
+          .describe("The newest validation already counted."),
+        fillRun: objectName.optional().describe("The ShadowFill run of the current attempt."),
+        fillAttempt: z.int().min(1).optional().describe("Attempt number of fillRun."),
+        handledApproval: z
+          .string()
+          .max(1024)
+          .optional()
+          .describe("The last syncgov.io/approve-swap value handled."),
+        handledRollback: z
+          .string()
+          .max(1024)
+          .optional()
+          .describe("The last syncgov.io/rollback value handled."),
       })
       .optional()
       .describe("Shadow-table fallback state."),

@@ -14,6 +14,7 @@ import {
   type NamedPolicy,
   type NamespaceSubject,
 } from "../policy/effective.ts";
+import { decideShadow, type ShadowDecision, type ShadowStatus } from "../shadow/state.ts";
 
 /** What reconciling a SyncJob decides. Every field is a pure function of `JobInput`. */
 export interface JobDecision {
@@ -29,12 +30,14 @@ export interface JobDecision {
   /** The parsed job, when valid; callers use it for the target identity. */
   job?: SyncJob;
   effective?: EffectivePolicy;
+  /** The shadow-table machine's decision: its database actions are the caller's to perform. */
+  shadow?: ShadowDecision;
 }
 
 export interface NewRun {
   name: string;
-  type: "Batch" | "Realtime" | "Validation" | "Compensation";
-  trigger: "Schedule" | "Manual" | "Stream";
+  type: "Batch" | "Realtime" | "Validation" | "Compensation" | "ShadowFill";
+  trigger: "Schedule" | "Manual" | "Stream" | "Controller";
 }
 
 export interface RunSummary {
@@ -236,11 +239,7 @@ export function decideJob(input: JobInput): JobDecision {
   const latest = validated[validated.length - 1];
   if (latest?.validation) {
     const v = latest.validation;
-    // The streak lives in the job's status, so deleting old runs (TTL, history) does not reset it:
-    // each newly seen validation extends it (Failed) or ends it (Passed).
-    const previous = current.shadow?.consecutiveFailedValidations ?? 0;
-    const seen = current.lastValidation?.run === latest.name;
-    const streak = seen ? previous : v.result === "Failed" ? previous + 1 : 0;
+
     status.lastValidation = {
       result: v.result,
       run: latest.name,
@@ -263,12 +262,41 @@ export function decideJob(input: JobInput): JobDecision {
       () => ({
         type: passed ? "Normal" : "Warning",
         reason: passed ? "ValidationPassed" : "ValidationFailed",
-        note: passed
-          ? `Source and target agree (${message}).`
-          : `Source and target differ (${message}); ${streak} failed in a row.`,
+        note: passed ? `Source and target agree (${message}).` : `Source and target differ (${message}).`,
       }),
     );
-    status.shadow = { ...(current.shadow ?? { state: "None" }), consecutiveFailedValidations: streak };
+  }
+
+  // The shadow-table fallback: it counts validations itself (status.shadow keeps its memory, so
+  // deleting old runs does not reset a streak of failures).
+  const shadow = decideShadow({
+    job: { namespace: object.metadata?.namespace ?? "", name: object.metadata?.name ?? "", generation },
+    target: job.spec.target.sql.table,
+    settings: {
+      enabled: job.spec.shadow?.enabled !== false || effective.shadowRequired,
+      failedValidationsBeforeShadow: effective.failedValidationsBeforeShadow,
+      retiredTableTtlSeconds: job.spec.shadow?.retiredTableTtlSeconds ?? 604_800,
+    },
+    status: current.shadow as ShadowStatus | undefined,
+    annotations: object.metadata?.annotations,
+    validations: validated.map((r) => ({
+      run: r.name,
+      result: r.validation!.result,
+      finishedAt: r.completionTime ?? "",
+    })),
+    fillRun: runs.find((r) => r.name === current.shadow?.fillRun),
+    now,
+  });
+  decision.shadow = shadow;
+  if (shadow.changed || current.shadow === undefined)
+    status.shadow = shadow.status as SyncJobStatus["shadow"];
+  for (const c of shadow.conditions) {
+    set({ ...c, observedGeneration: generation });
+  }
+  events.push(...shadow.events);
+  for (const a of shadow.actions) {
+    if (a.kind === "StartShadowFill")
+      decision.create.push({ name: a.run, type: "ShadowFill", trigger: "Controller" });
   }
 
   // The realtime session's breaker, mirrored from its run.
@@ -391,6 +419,7 @@ export function decideJob(input: JobInput): JobDecision {
     }
   }
   decision.delete = [...doomed];
+  if (decision.shadow?.requeueAfterMs !== undefined) soonest(decision.shadow.requeueAfterMs);
   if (requeue !== undefined) decision.requeueAfterMs = Math.max(requeue, 100);
   return finish(decision, current, status, conditions, changed);
 }
