@@ -40,6 +40,34 @@ export const RunPhase = z.enum([
 ]);
 export type RunPhase = z.infer<typeof RunPhase>;
 
+/** The circuit breaker around a realtime session's target writes, as the runner last saw it. */
+export const RunBreakerStatus = z
+  .strictObject({
+    state: z.enum(["Closed", "Open", "HalfOpen"]).describe("Closed, Open or HalfOpen."),
+    slowCallRate: z
+      .number()
+      .min(0)
+      .max(100)
+      .optional()
+      .describe("Percent of slow writes in the window; absent while it holds fewer than the minimum calls."),
+    failureRate: z
+      .number()
+      .min(0)
+      .max(100)
+      .optional()
+      .describe(
+        "Percent of failed writes in the window; absent while it holds fewer than the minimum calls.",
+      ),
+    bufferedRecords: z
+      .int()
+      .min(0)
+      .optional()
+      .describe("Records waiting in the job's buffer topic for a Compensation run."),
+    lastTransitionTime: z.string().max(64).optional().describe("When the state last changed."),
+  })
+  .describe("Circuit breaker around the session's target writes.");
+export type RunBreakerStatus = z.infer<typeof RunBreakerStatus>;
+
 export const SyncRunStatus = z
   .strictObject({
     observedGeneration: z.int().min(0).optional(),
@@ -72,7 +100,12 @@ export const SyncRunStatus = z
     rowsRead: z.int().min(0).optional(),
     rowsWritten: z.int().min(0).optional(),
     rowsRejected: z.int().min(0).optional().describe("Malformed records set aside in the dead-letter topic."),
-    rowsBuffered: z.int().min(0).optional(),
+    rowsBuffered: z
+      .int()
+      .min(0)
+      .optional()
+      .describe("Records a realtime session diverted to the buffer topic while its breaker was not closed."),
+    breaker: RunBreakerStatus.optional(),
     cursor: z.string().max(1024).optional().describe("High-water mark of an incremental run."),
     validation: z
       .strictObject({

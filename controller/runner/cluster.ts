@@ -5,11 +5,17 @@
  * successful run, runs ./run.ts, and reports into the SyncRun's status (merge patches of the status
  * subresource) and as events.
  *
- * Status it writes: phase Running with startTime (kept if already set) and attempts + 1 at the
- * start; rowsRead/rowsWritten/rowsRejected at most once per second; at the end phase
+ * Status it writes: phase Running with startTime (kept if already set), attempts + 1 and the
+ * OpenLineage runId (kept if already set) at the start; rowsRead/rowsWritten/rowsRejected at most once
+ * per second; for a realtime session also rowsBuffered and breaker as they change; at the end phase
  * Succeeded/Failed/Cancelled, completionTime, counts, validation, cursor, message, and a condition
  * of the same name as the phase (plus Validated when validated). A run already finished is not run
  * again: its recorded phase is returned. Every message is scrubbed of the Secret values read.
+ *
+ * Unless the caller passes its own, runs of a job's Kafka side use the stream runner (./stream.ts)
+ * with the Kafka bootstrap servers of the job (spec.source.kafka.brokers) or of the runner's
+ * environment (KAFKA_BROKERS, which the controller sets), and lineage goes to the process's
+ * OpenLineage sink (./lineage-sink.ts, configured by SYNCGOV_LINEAGE*; console by default).
  */
 
 import { hostname } from "node:os";
@@ -21,13 +27,16 @@ import { describeErrors, validateSyncJob, validateSyncRun } from "../api/validat
 import { type EventRecord, EventRecorder } from "../kube/events.ts";
 import { describeApiError, isNotFound, statusCodeOf } from "../kube/resource.ts";
 import { kubeTime, patchStatus, setCondition } from "../kube/status.ts";
+import { isUuidV7, uuidv7 } from "../lineage/uuid.ts";
 import type { MaskingRequirement } from "../masking/masking.ts";
 import { type JobSubject, policyMatches } from "../policy/effective.ts";
 import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../reconcile/objects.ts";
+import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
 import type { LineageSink } from "./lineage.ts";
-import type { RunCounts } from "./progress.ts";
-import { executeRun, type RunLogger, type RunResult, type StreamRunner } from "./run.ts";
+import { processLineageSink } from "./lineage-sink.ts";
+import { executeRun, type RunLogger, type RunResult, type StreamRunner, type StreamStatus } from "./run.ts";
 import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
+import { createStreamRunner } from "./stream.ts";
 
 export interface RunRef {
   readonly namespace: string;
@@ -51,8 +60,12 @@ export interface ClusterRunOptions {
   readonly kubeConfig: KubeConfig;
   readonly signal?: AbortSignal | undefined;
   readonly log?: RunLogger | undefined;
+  /** Default: the process's OpenLineage sink, configured from the environment. */
   readonly lineage?: LineageSink | undefined;
+  /** Default: the stream runner of ./stream.ts. */
   readonly stream?: StreamRunner | undefined;
+  /** Kafka bootstrap servers for jobs that name none; default KAFKA_BROKERS (comma-separated). */
+  readonly kafkaBrokers?: readonly string[] | undefined;
   readonly progressIntervalMs?: number;
   readonly batchSize?: number;
   /** Reported as events.k8s.io reportingInstance; default the host name. */
@@ -69,6 +82,9 @@ export interface ClusterRunOutcome {
 
 const FINISHED: ReadonlySet<string> = new Set(["Succeeded", "Failed", "Cancelled", "Skipped"]);
 const FIELD_MANAGER = "syncgov-runner";
+/** How long a finished run waits for its lineage events to be delivered. */
+const LINEAGE_FLUSH_MS = 10_000;
+const defaultStreamRunner = createStreamRunner();
 
 /** A step before the data moves failed; the message is for status. */
 class PreparationError extends Error {
@@ -111,6 +127,9 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
 
   const event = (record: EventRecord) => events.record(raw, { ...record, note: scrub(record.note) });
   const attempts = (raw.status?.attempts ?? 0) + 1;
+  const recordedRunId = raw.status?.lineageRunId;
+  const lineageRunId = recordedRunId && isUuidV7(recordedRunId) ? recordedRunId : uuidv7();
+  const lineage = options.lineage ?? processLineageSink();
   await status.write({
     phase: "Running",
     startTime: raw.status?.startTime ?? kubeTime(new Date()),
@@ -119,6 +138,9 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
     rowsRead: 0,
     rowsWritten: 0,
     rowsRejected: 0,
+    rowsBuffered: null,
+    breaker: null,
+    lineageRunId,
     message: `running (attempt ${attempts})`,
   });
   await event({ type: "Normal", reason: "RunStarted", note: `Runner started attempt ${attempts}.` });
@@ -159,7 +181,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
     if (maskingSalt) secrets.push(maskingSalt);
     scrub = secretScrubber(secrets);
 
-    const requiredMasking = await enforcedMasking(custom, core, {
+    const { requiredMasking, breakerBounds } = await policyConstraints(custom, core, {
       namespace: ref.namespace,
       name: run.value.spec.jobName,
       labels: job.value.metadata.labels ?? {},
@@ -170,21 +192,27 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
       ? await lastCursor(custom, ref, run.value.spec.jobName)
       : undefined;
 
+    const kafkaBrokers = spec.source.kafka?.brokers ?? options.kafkaBrokers ?? brokersFromEnvironment();
     result = await executeRun(
       {
         run: { namespace: ref.namespace, name: ref.name, uid: raw.metadata?.uid },
         job: { namespace: ref.namespace, name: run.value.spec.jobName, spec },
         spec: run.value.spec,
-        connections: { source, target },
+        connections: { source, target, kafkaBrokers },
         maskingSalt,
         requiredMasking,
+        breakerBounds,
+        lineageRunId,
         previousCursor,
         signal: options.signal,
       },
       {
-        onProgress: (counts) => status.progress(counts),
-        lineage: options.lineage,
-        stream: options.stream,
+        onProgress: (counts) => status.progress({ ...counts }),
+        onStreamStatus: (stream) => status.progress(streamStatusPatch(stream)),
+        // Breaker transitions concern the job: `kubectl describe syncjob` shows them.
+        onEvent: (record) => void events.record(jobRaw, { ...record, note: scrub(record.note) }),
+        lineage,
+        stream: options.stream ?? defaultStreamRunner,
         log: options.log,
         progressIntervalMs: options.progressIntervalMs,
         batchSize: options.batchSize,
@@ -208,6 +236,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
     rowsWritten: result?.counts.rowsWritten ?? 0,
     rowsRejected: result?.counts.rowsRejected ?? 0,
     cursor: result?.phase === "Succeeded" && result.cursor !== undefined ? result.cursor : null,
+    ...(result?.stream ? streamStatusPatch(result.stream) : {}),
     validation: result?.validation
       ? {
           result: result.validation.result,
@@ -242,7 +271,37 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
   if (result?.validation?.result === "Failed") {
     await event({ type: "Warning", reason: "ValidationFailed", note: message });
   }
+  await flushLineage(lineage);
   return { phase, result, alreadyFinished: false, message };
+}
+
+/** A realtime session's status as a merge patch: rates it cannot tell yet are removed, not kept. */
+function streamStatusPatch(stream: StreamStatus): Record<string, unknown> {
+  return {
+    rowsBuffered: stream.rowsBuffered,
+    breaker: { slowCallRate: null, failureRate: null, ...stream.breaker },
+  };
+}
+
+function brokersFromEnvironment(): string[] | undefined {
+  const brokers = (process.env.KAFKA_BROKERS ?? "")
+    .split(",")
+    .map((b) => b.trim())
+    .filter((b) => b !== "");
+  return brokers.length > 0 ? brokers : undefined;
+}
+
+/** Lineage never holds up the runner for long: delivery is bounded, and its failures are the sink's to log. */
+async function flushLineage(lineage: LineageSink | undefined): Promise<void> {
+  if (!lineage?.flush) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    lineage.flush().catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LINEAGE_FLUSH_MS);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /**
@@ -252,7 +311,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
  */
 class StatusWriter {
   #chain: Promise<void> = Promise.resolve();
-  #pending: RunCounts | undefined;
+  #pending: Record<string, unknown> | undefined;
   #finished = false;
   #conditions: Condition[] | undefined;
   readonly #api: CustomObjectsApi;
@@ -271,10 +330,11 @@ class StatusWriter {
     return next;
   }
 
-  progress(counts: RunCounts): void {
+  /** Progress fields (counts, a session's buffer and breaker); pending ones merge, the latest value wins. */
+  progress(fields: Record<string, unknown>): void {
     if (this.#finished) return;
     const idle = this.#pending === undefined;
-    this.#pending = counts;
+    this.#pending = { ...this.#pending, ...fields };
     if (!idle) return;
     this.#chain = this.#chain.then(async () => {
       const latest = this.#pending;
@@ -359,17 +419,27 @@ function splitSaltRef(ref: string): [string, string] {
   return slash < 0 ? [ref, "salt"] : [ref.slice(0, slash), ref.slice(slash + 1)];
 }
 
+/** What the SyncPolicies that match a job demand of its runs. */
+interface PolicyConstraints {
+  /** Masking the Enforce-mode policies require. */
+  readonly requiredMasking: MaskingRequirement[];
+  /** Breaker settings of every matching policy: bounds the job's own settings cannot loosen. */
+  readonly breakerBounds: BreakerConfigInput[];
+}
+
 /**
- * The masking requirements of the Enforce-mode SyncPolicies that match the job. Warn and Audit
- * policies admit a job in spite of violations by choice, so the runner does not block them either.
- * Fails closed: a policy list the runner cannot read, or an invalid policy that requires masking
- * (its columns cannot be known), stops the run before anything is written.
+ * The masking requirements of the Enforce-mode SyncPolicies that match the job, and the breaker
+ * settings of all that match. Warn and Audit policies admit a job in spite of violations by choice,
+ * so the runner does not block them either; their breaker settings bound the job all the same, as
+ * the controller's effective policy combines them. Fails closed: a policy list the runner cannot
+ * read, or an invalid policy that requires masking (its columns cannot be known), stops the run
+ * before anything is written.
  */
-async function enforcedMasking(
+async function policyConstraints(
   custom: CustomObjectsApi,
   core: CoreV1Api,
   job: JobSubject,
-): Promise<MaskingRequirement[]> {
+): Promise<PolicyConstraints> {
   const hint =
     "; the runner's service account needs list on syncpolicies.syncgov.io and get on its namespace to enforce required masking";
   let list: { items?: { metadata?: { name?: string }; spec?: unknown }[] };
@@ -386,6 +456,7 @@ async function enforcedMasking(
     );
   }
   const requirements: MaskingRequirement[] = [];
+  const breakerBounds: BreakerConfigInput[] = [];
   for (const item of list.items ?? []) {
     const name = item.metadata?.name ?? "";
     const parsed = SyncPolicySpec.safeParse(item.spec);
@@ -401,13 +472,14 @@ async function enforcedMasking(
       continue;
     }
     const spec = parsed.data;
-    if (spec.enforcement !== "Enforce") continue;
     if (!policyMatches({ name, spec }, job, { name: job.namespace, labels: namespaceLabels })) continue;
+    if (spec.breaker) breakerBounds.push(spec.breaker);
+    if (spec.enforcement !== "Enforce") continue;
     for (const r of spec.masking?.requiredFor ?? []) {
       requirements.push({ columnPattern: r.columnPattern, transforms: r.transforms, policy: name });
     }
   }
-  return requirements;
+  return { requiredMasking: requirements, breakerBounds };
 }
 
 /**

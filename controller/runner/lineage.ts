@@ -1,22 +1,23 @@
 /**
- * The runner's side of lineage: a small sink the OpenLineage emitter (controller/lineage/)
- * implements. The runner calls it at the start, on progress (at most once per second), and once at
- * the end; a sink that throws or rejects is logged and never changes the run's outcome. Messages
- * handed to it are already scrubbed of Secret values.
+ * The runner's side of lineage: a small sink the OpenLineage adapter (./lineage-sink.ts) implements.
+ * The runner calls it at the start, on progress (at most once per second), and once at the end; a
+ * sink that throws or rejects is logged and never changes the run's outcome. Messages handed to it
+ * are already scrubbed of Secret values, and datasets are named by controller/lineage/naming.ts,
+ * which never reads credentials out of a connection URL.
  */
 
 import type { RunType } from "../api/syncrun.ts";
+import type { DatasetName } from "../lineage/naming.ts";
 import type { RunCounts } from "./progress.ts";
 import type { RunIdentity, RunResult } from "./run.ts";
 
-/** A dataset in OpenLineage naming: namespace `postgres://host:port`, name `database.schema.table`. */
-export interface LineageDataset {
-  readonly namespace: string;
-  readonly name: string;
-}
+/** A dataset in OpenLineage naming (e.g. `postgres://host:port` + `database.schema.table`). */
+export type LineageDataset = DatasetName;
 
 export interface LineageRun {
   readonly run: RunIdentity;
+  /** The OpenLineage runId (a UUIDv7) recorded in the SyncRun's status, so a retried attempt keeps it. */
+  readonly runId?: string | undefined;
   readonly job: { readonly namespace: string; readonly name: string };
   readonly type: RunType;
   readonly inputs: readonly LineageDataset[];
@@ -30,28 +31,6 @@ export interface LineageSink {
   complete(run: LineageRun, result: RunResult): void | Promise<void>;
   /** The run failed or was cancelled (result.phase says which: FAIL or ABORT). */
   fail(run: LineageRun, result: RunResult): void | Promise<void>;
-}
-
-/**
- * The dataset of a PostgreSQL table, named from the connection URL's host, port and database only:
- * the user name and password never leave the URL.
- */
-export function datasetOfTable(connectionUrl: string | undefined, table: string): LineageDataset {
-  let namespace = "postgres://unknown";
-  let database = "";
-  if (connectionUrl) {
-    try {
-      const url = new URL(connectionUrl);
-      namespace = `postgres://${url.hostname}:${url.port || "5432"}`;
-      database = decodeURIComponent(url.pathname.replace(/^\//, ""));
-    } catch {
-      // A URL the WHATWG parser rejects (pg accepts a few more forms): the table name alone still says what.
-    }
-  }
-  const qualified = table.includes(".") ? table : `public.${table}`;
-  return { namespace, name: database ? `${database}.${qualified}` : qualified };
-}
-
-export function datasetOfFile(path: string): LineageDataset {
-  return { namespace: "file", name: path };
+  /** Resolves once the events handed over so far were delivered or given up on; the runner awaits it before it exits. */
+  flush?(): Promise<void>;
 }

@@ -17,7 +17,9 @@
  *   with a message naming it.
  * - Cancellation (the signal) is honoured between batches: the batch in flight finishes, the run
  *   ends Cancelled, and what was written stays written (a later run converges it).
- * - Progress (rowsRead, rowsWritten, rowsRejected) is reported at most once per second.
+ * - Progress (rowsRead, rowsWritten, rowsRejected) is reported at most once per second. A realtime
+ *   session also reports its buffer and breaker as they change (onStreamStatus; the last report is
+ *   RunResult.stream) and records its breaker transitions as events (onEvent, notes scrubbed).
  * - A Batch run validates at its end (unless the job disables validation). A run whose validation
  *   fails still Succeeded — its rows moved — and carries validation.result Failed; deciding what a
  *   failed validation means (shadow fallback after N in a row) is the controller's business.
@@ -25,11 +27,13 @@
 
 import pg from "pg";
 import type { SyncJobSpec } from "../api/syncjob.ts";
-import type { RunType, SyncRunSpec } from "../api/syncrun.ts";
+import type { RunBreakerStatus, RunType, SyncRunSpec } from "../api/syncrun.ts";
 import { FieldMapError } from "../connectors/fixedwidth.ts";
 import { describeTable } from "../connectors/postgres/catalog.ts";
 import { SourceSchemaError } from "../connectors/postgres/source.ts";
 import { TargetSchemaError } from "../connectors/postgres/target.ts";
+import type { EventRecord } from "../kube/events.ts";
+import { type DatasetName, fileDataset, kafkaDataset, postgresDataset } from "../lineage/naming.ts";
 import {
   compileMasking,
   describeMaskingViolation,
@@ -38,12 +42,14 @@ import {
   type RowMasker,
   requiredMaskingViolations,
 } from "../masking/masking.ts";
+import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
 import { RunCancelled, type RunContext, RunFailure, type StepOutcome } from "./context.ts";
 import { loadFile, validateFile } from "./file-load.ts";
-import { datasetOfFile, datasetOfTable, type LineageRun, type LineageSink } from "./lineage.ts";
+import type { LineageRun, LineageSink } from "./lineage.ts";
 import { ProgressMeter, type RunCounts } from "./progress.ts";
 import { RejectionLog, type RunRejection } from "./rejections.ts";
 import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
+import { bufferTopicOf } from "./stream-target.ts";
 import { copyTable, validateTableSync } from "./table-copy.ts";
 import type { RunValidation } from "./validation.ts";
 
@@ -58,6 +64,8 @@ export interface RunConnections {
   /** For a SQL source. */
   readonly source?: string | undefined;
   readonly target: string;
+  /** Kafka bootstrap servers (`host:port`) for a Kafka source and the job's buffer topic. */
+  readonly kafkaBrokers?: readonly string[] | undefined;
 }
 
 export interface RunInput {
@@ -71,6 +79,13 @@ export interface RunInput {
   readonly requiredMasking?: readonly MaskingRequirement[] | undefined;
   /** The cursor of the job's last successful run; incremental runs read from it. */
   readonly previousCursor?: string | undefined;
+  /**
+   * Breaker settings of the SyncPolicies that match the job: the bounds the job's own settings are
+   * combined with (the strictest wins, controller/resilience/breaker-config.ts).
+   */
+  readonly breakerBounds?: readonly BreakerConfigInput[] | undefined;
+  /** The OpenLineage runId recorded in the SyncRun's status, reused by every attempt. */
+  readonly lineageRunId?: string | undefined;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -88,6 +103,15 @@ export interface RunResult {
   readonly cursor?: string | undefined;
   /** The first rejected rows or lines (bounded); counts.rowsRejected counts them all. */
   readonly rejections: readonly RunRejection[];
+  /** What a realtime session last reported of its buffer and breaker. */
+  readonly stream?: StreamStatus | undefined;
+}
+
+/** What a realtime session reports beside the row counts, as it changes. */
+export interface StreamStatus {
+  /** Records this session diverted to the job's buffer topic. */
+  readonly rowsBuffered: number;
+  readonly breaker: RunBreakerStatus;
 }
 
 /** Minimal logger (pino's shape); messages reach it scrubbed. */
@@ -113,6 +137,10 @@ export interface StreamRunContext {
   readonly rejections: RejectionLog;
   readonly signal: AbortSignal;
   readonly scrub: (text: string) => string;
+  /** Reports the session's buffer and breaker; the caller writes it to status (latest wins). */
+  reportStream(status: StreamStatus): void;
+  /** Records an event about the run's job (breaker transitions); the note is scrubbed by the caller. */
+  recordEvent(event: EventRecord): void;
 }
 
 export interface StreamRunOutcome {
@@ -127,6 +155,8 @@ export interface RunDeps {
   readonly lineage?: LineageSink | undefined;
   readonly stream?: StreamRunner | undefined;
   readonly onProgress?: ((counts: RunCounts) => void) | undefined;
+  readonly onStreamStatus?: ((status: StreamStatus) => void) | undefined;
+  readonly onEvent?: ((event: EventRecord) => void) | undefined;
   /** Default 1000: progress is reported at most once per second. */
   readonly progressIntervalMs?: number;
   /** Rows per source page and per upsert statement; default 2000. */
@@ -162,6 +192,7 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
     }
     return p;
   };
+  let streamStatus: StreamStatus | undefined;
   const runLabel = `${input.spec.type} run ${input.run.namespace}/${input.run.name}`;
   const finish = (
     phase: RunOutcomePhase,
@@ -178,7 +209,23 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
       validation: outcome?.validation,
       cursor: outcome?.cursor,
       rejections: rejections.listed,
+      stream: streamStatus,
     };
+  };
+  const reportStream = (status: StreamStatus): void => {
+    streamStatus = status;
+    try {
+      deps.onStreamStatus?.(status);
+    } catch {
+      // Advisory, as progress: the final result carries the last status again.
+    }
+  };
+  const recordEvent = (event: EventRecord): void => {
+    try {
+      deps.onEvent?.({ ...event, note: scrub(event.note) });
+    } catch {
+      // Events are advisory; a recorder that throws does not stop the run.
+    }
   };
 
   lineage.start(lineageRun);
@@ -212,7 +259,12 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
       },
     };
     context.checkpoint();
-    const outcome = await dispatch(input.spec.type, context, deps.stream, { signal, scrub });
+    const outcome = await dispatch(input.spec.type, context, deps.stream, {
+      signal,
+      scrub,
+      reportStream,
+      recordEvent,
+    });
     const validationNote = describeValidation(outcome.validation);
     const rejected = rejections.summary();
     const message = [outcome.summary, validationNote, rejected].filter((s) => s !== "").join("; ");
@@ -254,7 +306,7 @@ async function dispatch(
   type: RunType,
   context: RunContext,
   stream: StreamRunner | undefined,
-  extra: { signal: AbortSignal; scrub: (text: string) => string },
+  extra: Pick<StreamRunContext, "signal" | "scrub" | "reportStream" | "recordEvent">,
 ): Promise<StepOutcome> {
   const { spec } = context;
   if (spec.target.sql.dialect !== "postgres") {
@@ -282,8 +334,7 @@ async function dispatch(
       masker: context.masker,
       progress: context.progress,
       rejections: context.rejections,
-      signal: extra.signal,
-      scrub: extra.scrub,
+      ...extra,
     });
   }
   switch (type) {
@@ -339,22 +390,49 @@ function defaultPool(url: string): pg.Pool {
   return new pg.Pool({ connectionString: url, max: 3, application_name: "syncgov-runner" });
 }
 
+/**
+ * The run's datasets, named as OpenLineage names them (controller/lineage/naming.ts: host, port,
+ * database, table and topic only, never credentials). A Compensation run reads the job's buffer
+ * topic; every other run reads the job's source. A location that cannot be named (a connection
+ * string that is not a URL, no Kafka bootstrap server) keeps its table or topic name under an
+ * `unknown` namespace rather than fail the run.
+ */
 function lineageRunOf(input: RunInput): LineageRun {
   const { spec } = input.job;
-  const inputs = spec.source.sql
-    ? [datasetOfTable(input.connections.source, spec.source.sql.table)]
+  const brokers = input.connections.kafkaBrokers ?? [];
+  const table = (url: string | undefined, name: string) =>
+    namedOr(() => postgresDataset(url ?? "", name), { namespace: "postgres://unknown", name });
+  const topic = (name: string) =>
+    namedOr(() => kafkaDataset(brokers, name), { namespace: "kafka://unknown", name });
+  const source = spec.source.sql
+    ? table(input.connections.source, spec.source.sql.table)
     : spec.source.file
-      ? [datasetOfFile(spec.source.file.path)]
+      ? namedOr(() => fileDataset(spec.source.file!.path), { namespace: "file", name: spec.source.file.path })
       : spec.source.kafka
-        ? [{ namespace: "kafka", name: spec.source.kafka.topic }]
+        ? topic(spec.source.kafka.topic)
+        : undefined;
+  const inputs =
+    input.spec.type === "Compensation"
+      ? [topic(bufferTopicOf(input.job.namespace, input.job.name, spec))]
+      : source
+        ? [source]
         : [];
   return {
     run: input.run,
+    runId: input.lineageRunId,
     job: { namespace: input.job.namespace, name: input.job.name },
     type: input.spec.type,
     inputs,
-    outputs: [datasetOfTable(input.connections.target, spec.target.sql.table)],
+    outputs: [table(input.connections.target, spec.target.sql.table)],
   };
+}
+
+function namedOr(name: () => DatasetName, fallback: DatasetName): DatasetName {
+  try {
+    return name();
+  } catch {
+    return fallback;
+  }
 }
 
 /** Lineage never decides a run's fate: a sink that throws is logged and ignored. */

@@ -1,0 +1,268 @@
+import { describe, expect, it } from "vitest";
+import type { KeyedRow } from "../connectors/kafka/source.ts";
+import type { Row } from "../connectors/record.ts";
+import { type BreakerClock, SlowCallBreaker } from "../resilience/slow-call-breaker.ts";
+import { sessionBreakerConfig } from "./stream.ts";
+import { DivertingSink, type SinkBuffer, SinkStopped, type SinkTarget } from "./stream-sink.ts";
+
+/** Time moves only when the fake target is called (by its latency) or a test advances it. */
+class FakeClock implements BreakerClock {
+  ms = 0;
+  now(): number {
+    return this.ms;
+  }
+  schedule(): () => void {
+    return () => {};
+  }
+}
+
+/**
+ * A target without a version guard that remembers, per key, every seq it was given in the order
+ * it applied them: an older value overwriting a newer one shows up as a seq going down.
+ */
+class FakeTarget implements SinkTarget {
+  latencyMs = 0;
+  failing = false;
+  upserts = 0;
+  probes = 0;
+  readonly applied = new Map<string, number[]>();
+  readonly #clock: FakeClock;
+
+  constructor(clock: FakeClock) {
+    this.#clock = clock;
+  }
+
+  async upsert(rows: readonly Row[]): Promise<{ written: number }> {
+    this.upserts++;
+    await this.#call();
+    for (const row of rows) {
+      const key = String(row.id);
+      this.applied.set(key, [...(this.applied.get(key) ?? []), Number(row.seq)]);
+    }
+    return { written: rows.length };
+  }
+
+  async probe(): Promise<void> {
+    this.probes++;
+    await this.#call();
+  }
+
+  async #call(): Promise<void> {
+    await Promise.resolve();
+    this.#clock.ms += this.latencyMs;
+    if (this.failing) throw Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+  }
+
+  /** Keys whose applied seqs ever went down. */
+  regressions(): string[] {
+    return [...this.applied]
+      .filter(([, seqs]) => seqs.some((s, i) => i > 0 && s < seqs[i - 1]!))
+      .map(([k]) => k);
+  }
+
+  latest(): Map<string, number> {
+    return new Map([...this.applied].map(([k, seqs]) => [k, seqs.at(-1)!]));
+  }
+}
+
+/** A buffer topic in memory: diverted rows in order, and a replay that plays a Compensation run. */
+class FakeBuffer implements SinkBuffer {
+  readonly rows: KeyedRow[] = [];
+  replayed = 0;
+
+  async divert(rows: readonly KeyedRow[]): Promise<void> {
+    this.rows.push(...rows);
+  }
+
+  async pendingCount(): Promise<number> {
+    return this.rows.length - this.replayed;
+  }
+
+  async replayInto(target: FakeTarget): Promise<void> {
+    const pending = this.rows.slice(this.replayed);
+    this.replayed = this.rows.length;
+    await target.upsert(pending.map((r) => r.row));
+  }
+}
+
+const breakerSettings = {
+  slidingWindowType: "COUNT_BASED" as const,
+  slidingWindowSize: 10,
+  minimumNumberOfCalls: 5,
+  slowCallRateThreshold: 50,
+  waitDurationInOpenStateMs: 2000,
+  permittedNumberOfCallsInHalfOpenState: 3,
+};
+
+function setUp(pending: KeyedRow[] = []) {
+  const clock = new FakeClock();
+  const target = new FakeTarget(clock);
+  const buffer = new FakeBuffer();
+  buffer.rows.push(...pending);
+  const breaker = new SlowCallBreaker({
+    name: "shop/orders",
+    config: sessionBreakerConfig({ breaker: breakerSettings }),
+    clock,
+  });
+  const sink = new DivertingSink({ breaker, target, buffer, clock, pollIntervalMs: 2 });
+  return { clock, target, buffer, breaker, sink };
+}
+
+let seq = 0;
+/** A chunk of updates to keys 0…keys-1, each with the next seq. */
+function chunk(keys: number): KeyedRow[] {
+  return Array.from({ length: keys }, (_, i) => {
+    seq++;
+    return { key: String(i), row: { id: String(i), seq } };
+  });
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+const running = new AbortController().signal;
+
+describe("DivertingSink", () => {
+  it("uses a 500 ms slow-call threshold unless the job or a policy sets one, and the strictest of them", () => {
+    expect(sessionBreakerConfig({}).slowCallDurationThresholdMs).toBe(500);
+    const bounded = sessionBreakerConfig(
+      { breaker: { slowCallDurationThresholdMs: 900, failureRateThreshold: 80 } },
+      [{ slowCallDurationThresholdMs: 300 }, { failureRateThreshold: 40, waitDurationInOpenStateMs: 90_000 }],
+    );
+    expect(bounded).toMatchObject({
+      slowCallDurationThresholdMs: 300,
+      failureRateThreshold: 40,
+      waitDurationInOpenStateMs: 90_000,
+    });
+  });
+
+  it("opens on slow writes within one window, diverts, probes without writing rows, and resumes after the drain in key order", async () => {
+    const { clock, target, buffer, breaker, sink } = setUp();
+    await sink.prepare();
+    expect(sink.mode).toBe("Direct");
+    expect(await sink.write(chunk(20), running)).toEqual({ outcome: "written", written: 20 });
+
+    target.latencyMs = 800;
+    let directWrites = 0;
+    while (breaker.state === "CLOSED") {
+      expect(await sink.write(chunk(20), running)).toMatchObject({ outcome: "written" });
+      directWrites++;
+    }
+    expect(directWrites).toBeLessThanOrEqual(breakerSettings.slidingWindowSize);
+    expect(breaker.state).toBe("OPEN");
+    expect(sink.mode).toBe("Diverting");
+
+    const upsertsWhenOpened = target.upserts;
+    for (let i = 0; i < 5; i++)
+      expect(await sink.write(chunk(20), running)).toEqual({ outcome: "diverted", written: 0 });
+    expect(target.upserts).toBe(upsertsWhenOpened);
+    expect(sink.rowsDiverted).toBe(100);
+    expect(sink.pending).toBe(100);
+
+    const stop = new AbortController();
+    const supervising = sink.supervise(stop.signal);
+    try {
+      // Before the wait has elapsed nothing probes; after it, slow probes open the breaker again.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(target.probes).toBe(0);
+      clock.ms += breakerSettings.waitDurationInOpenStateMs;
+      await until("slow probes to reopen the breaker", () => target.probes >= 3 && breaker.state === "OPEN");
+      expect(await sink.write(chunk(20), running)).toMatchObject({ outcome: "diverted" });
+
+      // The target recovers: fast probes close the breaker, and no row went direct meanwhile.
+      target.latencyMs = 0;
+      clock.ms += breakerSettings.waitDurationInOpenStateMs;
+      await until("fast probes to close the breaker", () => breaker.state === "CLOSED");
+      expect(target.upserts).toBe(upsertsWhenOpened);
+      expect(sink.mode).toBe("Diverting");
+
+      // The next chunk waits for the buffer to drain instead of overtaking it.
+      let settled = false;
+      const held = sink.write(chunk(20), running).finally(() => {
+        settled = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(settled).toBe(false);
+      expect(buffer.rows).toHaveLength(120);
+      await buffer.replayInto(target);
+      expect(await held).toEqual({ outcome: "written", written: 20 });
+      expect(sink.mode).toBe("Direct");
+      expect(await sink.write(chunk(20), running)).toMatchObject({ outcome: "written" });
+    } finally {
+      stop.abort();
+      await supervising;
+    }
+    expect(target.regressions()).toEqual([]);
+    expect([...target.latest().values()].every((s) => s > seq - 20)).toBe(true);
+  });
+
+  it("starts Diverting while the buffer holds rows, and a chunk waits for them to be replayed", async () => {
+    const { target, buffer, sink } = setUp(chunk(10));
+    await sink.prepare();
+    expect(sink.mode).toBe("Diverting");
+    expect(sink.pending).toBe(10);
+    const held = sink.write(chunk(10), running);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(target.upserts).toBe(0);
+    await buffer.replayInto(target);
+    expect(await held).toMatchObject({ outcome: "written" });
+    expect(target.regressions()).toEqual([]);
+  });
+
+  it("refuses a failed chunk while the breaker stays closed, and diverts it once the failures open it", async () => {
+    const { target, breaker, sink } = setUp();
+    await sink.prepare();
+    target.failing = true;
+    const rows = chunk(5);
+    let refusals = 0;
+    for (;;) {
+      try {
+        expect(await sink.write(rows, running)).toEqual({ outcome: "diverted", written: 0 });
+        break;
+      } catch (error) {
+        expect((error as Error).message).toContain("ECONNREFUSED");
+        refusals++;
+      }
+    }
+    expect(refusals).toBe(breakerSettings.minimumNumberOfCalls - 1);
+    expect(breaker.state).toBe("OPEN");
+    expect(sink.rowsDiverted).toBe(5);
+  });
+
+  it("switches back without traffic once the breaker has closed and the buffer drained", async () => {
+    const { clock, target, buffer, breaker, sink } = setUp();
+    await sink.prepare();
+    target.failing = true;
+    while (breaker.state === "CLOSED") await sink.write(chunk(3), running).catch(() => {});
+    expect(sink.mode).toBe("Diverting");
+    target.failing = false;
+    const stop = new AbortController();
+    const supervising = sink.supervise(stop.signal);
+    try {
+      clock.ms += breakerSettings.waitDurationInOpenStateMs;
+      await until("the breaker to close", () => breaker.state === "CLOSED");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(sink.mode).toBe("Diverting");
+      await buffer.replayInto(target);
+      await until("the sink to write directly again", () => sink.mode === "Direct");
+      expect(sink.pending).toBe(0);
+    } finally {
+      stop.abort();
+      await supervising;
+    }
+  });
+
+  it("gives up a chunk that waits for the drain when the session stops", async () => {
+    const { sink } = setUp(chunk(4));
+    await sink.prepare();
+    const stop = new AbortController();
+    const held = sink.write(chunk(4), stop.signal);
+    stop.abort();
+    await expect(held).rejects.toBeInstanceOf(SinkStopped);
+  });
+});

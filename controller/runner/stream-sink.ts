@@ -1,0 +1,271 @@
+/**
+ * The write path of a realtime session: every chunk the Kafka source hands over goes either straight
+ * into the target through a SlowCallBreaker, or into the job's buffer topic. Nothing is dropped: a
+ * chunk is written, diverted, or refused (the source offers it again).
+ *
+ * Modes:
+ * - Direct: each chunk is one breaker-guarded upsert. A chunk the breaker refuses goes to the buffer;
+ *   a chunk whose write fails goes to the buffer when the failure opened the breaker, and is refused
+ *   otherwise (the source retries it with backoff).
+ * - Diverting: entered as the breaker opens (or at start, when the buffer still holds rows). Every
+ *   chunk goes to the buffer while the breaker is not closed. Once it has closed, the next chunk
+ *   waits until the buffer has drained (a Compensation run replayed it: pendingCount() == 0) and is
+ *   then written directly; the session is Direct again. Waiting rather than diverting on is what lets
+ *   a replay finish under a steady stream: the buffer stops growing once the target is healthy.
+ *   With no chunk to wait, a supervisor switches back as soon as it sees the buffer drained.
+ *
+ * Per key, an older value never overwrites a newer one. The source hands chunks over in partition
+ * order, one at a time; producers key records by row key, so a key's values come in order. Direct
+ * writes are in that order; the first chunk that does not go direct and every later one go to the
+ * buffer, in that order (the buffer keeps per-key order, ../connectors/kafka/buffer.ts); and no chunk
+ * is written directly again until every diverted row was replayed, judged by a pending count read
+ * after the last divert completed. That holds without a version column, provided one session writes
+ * at a time and Compensation runs only replay what a session diverted. The target's version guard
+ * (PostgresTarget versionColumn) covers what ordering cannot: a chunk the source re-delivers after a
+ * crash (at least once) and a hand-over between two sessions. Without a version column such a
+ * re-delivery re-applies the chunk whose commit did not land, so a key may briefly show that chunk's
+ * value again until the records after it are re-read.
+ *
+ * Half-open probing: while Diverting, row writes never go to the target — a trial write of real rows
+ * would overtake the older values waiting in the buffer. Instead the breaker's trial calls are
+ * probes: once the open-state wait has elapsed, the supervisor asks for permission (moving the breaker
+ * to HALF_OPEN) and runs probes back to back until the trial calls decide CLOSED or OPEN again. A
+ * probe takes the target's write path and writes nothing (the session's probe is the job's upsert
+ * with no rows), so its duration and errors tell what a write would meet.
+ */
+
+import { sleep } from "../connectors/kafka/keep-alive.ts";
+import type { KeyedRow, SinkOutcome } from "../connectors/kafka/source.ts";
+import type { Row } from "../connectors/record.ts";
+import { type BreakerClock, type SlowCallBreaker, systemClock } from "../resilience/slow-call-breaker.ts";
+
+export interface SinkTarget {
+  /** Idempotent upserts by key; resolves with the rows the target inserted or updated. */
+  upsert(rows: readonly Row[]): Promise<{ readonly written: number }>;
+  /** A trial call that takes the target's write path and writes nothing. */
+  probe(): Promise<void>;
+}
+
+export interface SinkBuffer {
+  /** Resolves once the buffer holds every row, in order. */
+  divert(rows: readonly KeyedRow[]): Promise<void>;
+  /** Rows diverted and not yet replayed. */
+  pendingCount(): Promise<number>;
+}
+
+export type WriteMode = "Direct" | "Diverting";
+
+export interface SinkResult {
+  readonly outcome: SinkOutcome;
+  /** Rows the target inserted or updated (0 when diverted). */
+  readonly written: number;
+}
+
+/** Thrown by write() when the session stops while a chunk waits for the buffer to drain. */
+export class SinkStopped extends Error {
+  override readonly name = "SinkStopped";
+}
+
+export interface DivertingSinkOptions {
+  readonly breaker: SlowCallBreaker;
+  readonly target: SinkTarget;
+  readonly buffer: SinkBuffer;
+  /** The breaker's clock: call durations and the open-state wait are measured on it. */
+  readonly clock?: BreakerClock;
+  /** How often the supervisor probes, reads the buffer's pending count, and a waiting chunk looks again; default 1000 ms. */
+  readonly pollIntervalMs?: number;
+  /** A probe that takes longer is recorded as a failed (and slow) call; default 10 s. */
+  readonly probeTimeoutMs?: number;
+  /** Called when the mode or the pending count changed. */
+  readonly onChange?: () => void;
+  /** Called with errors the supervisor survives (a failed pending count); never with row data. */
+  readonly onError?: (what: string, error: unknown) => void;
+}
+
+export class DivertingSink {
+  readonly #breaker: SlowCallBreaker;
+  readonly #target: SinkTarget;
+  readonly #buffer: SinkBuffer;
+  readonly #clock: BreakerClock;
+  readonly #pollMs: number;
+  readonly #probeTimeoutMs: number;
+  readonly #onChange: () => void;
+  readonly #onError: (what: string, error: unknown) => void;
+  readonly #unsubscribe: () => void;
+  #mode: WriteMode = "Direct";
+  /** Records waiting in the buffer, as last counted (plus what this sink diverted since). */
+  #pending = 0;
+  #nextProbeAt = Number.NEGATIVE_INFINITY;
+  /** A write() is in progress; write() is never called concurrently. */
+  #busy = false;
+  /** Counts completed diverts, so a pending count can be told to have been read after the last one. */
+  #diverts = 0;
+  #rowsDiverted = 0;
+
+  constructor(options: DivertingSinkOptions) {
+    this.#breaker = options.breaker;
+    this.#target = options.target;
+    this.#buffer = options.buffer;
+    this.#clock = options.clock ?? systemClock;
+    this.#pollMs = options.pollIntervalMs ?? 1000;
+    this.#probeTimeoutMs = options.probeTimeoutMs ?? 10_000;
+    this.#onChange = options.onChange ?? (() => {});
+    this.#onError = options.onError ?? (() => {});
+    this.#unsubscribe = this.#breaker.onStateTransition((transition) => {
+      if (transition.to !== "OPEN") return;
+      this.#nextProbeAt = this.#clock.now() + this.#breaker.config.waitDurationInOpenStateMs;
+      // From here on nothing goes direct until the buffer has drained.
+      this.#setMode("Diverting");
+    });
+  }
+
+  get mode(): WriteMode {
+    return this.#mode;
+  }
+
+  /** Records waiting in the buffer topic, as last counted (plus rows diverted since). */
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** Rows this sink diverted to the buffer. */
+  get rowsDiverted(): number {
+    return this.#rowsDiverted;
+  }
+
+  /** Reads the buffer's pending count: a buffer that still holds rows starts the sink Diverting. */
+  async prepare(): Promise<void> {
+    const pending = await this.#buffer.pendingCount();
+    this.#pending = pending;
+    if (pending > 0) this.#setMode("Diverting");
+    else this.#onChange();
+  }
+
+  /**
+   * Takes one chunk, in order. Resolves once it is written or diverted; rejects when it was neither
+   * (the caller offers it again), or with SinkStopped when the signal fires while it waits for the
+   * buffer to drain. Never call it concurrently.
+   */
+  async write(rows: readonly KeyedRow[], signal: AbortSignal): Promise<SinkResult> {
+    this.#busy = true;
+    try {
+      if (this.#mode === "Diverting") {
+        if (this.#breaker.state !== "CLOSED") return await this.#divert(rows);
+        await this.#awaitDrained(signal);
+        this.#setMode("Direct");
+      }
+      return await this.#writeDirect(rows);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Until the signal fires: probes the target while the breaker is not closed and its wait has
+   * elapsed, keeps the pending count fresh while Diverting, and switches back to Direct when the
+   * breaker is closed, the buffer has drained and no chunk is in hand.
+   */
+  async supervise(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await sleep(this.#pollMs, signal);
+      if (signal.aborted || this.#mode === "Direct") continue;
+      try {
+        await this.#probeIfDue(signal);
+        if (this.#busy) continue;
+        const diverts = this.#diverts;
+        const pending = await this.#buffer.pendingCount();
+        // A divert that completed meanwhile may be missing from the count: look again next time.
+        if (this.#busy || diverts !== this.#diverts || this.mode === "Direct") continue;
+        this.#setPending(pending);
+        if (pending === 0 && this.#breaker.state === "CLOSED") this.#setMode("Direct");
+      } catch (error) {
+        this.#onError("supervise", error);
+      }
+    }
+  }
+
+  /** Stops listening to the breaker. */
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  async #writeDirect(rows: readonly KeyedRow[]): Promise<SinkResult> {
+    if (!this.#breaker.tryAcquirePermission()) {
+      this.#setMode("Diverting");
+      return this.#divert(rows);
+    }
+    const started = this.#clock.now();
+    let written: number;
+    try {
+      written = (await this.#target.upsert(rows.map((r) => r.row))).written;
+    } catch (error) {
+      this.#breaker.onResult(this.#clock.now() - started, error);
+      // The failure opened the breaker: this chunk is the first of those the buffer keeps.
+      if (this.#mode === "Diverting") return this.#divert(rows);
+      throw error;
+    }
+    this.#breaker.onResult(this.#clock.now() - started);
+    return { outcome: "written", written };
+  }
+
+  async #divert(rows: readonly KeyedRow[]): Promise<SinkResult> {
+    await this.#buffer.divert(rows);
+    this.#diverts++;
+    this.#rowsDiverted += rows.length;
+    this.#setPending(this.#pending + rows.length);
+    return { outcome: "diverted", written: 0 };
+  }
+
+  /** Waits until the buffer has drained, counting after every divert so far has completed. */
+  async #awaitDrained(signal: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal.aborted) throw new SinkStopped("the session stopped while waiting for the buffer to drain");
+      const pending = await this.#buffer.pendingCount();
+      this.#setPending(pending);
+      if (pending === 0) return;
+      await sleep(this.#pollMs, signal);
+    }
+  }
+
+  async #probeIfDue(signal: AbortSignal): Promise<void> {
+    if (this.#breaker.state === "OPEN" && this.#clock.now() < this.#nextProbeAt) return;
+    // OPEN past its wait moves to HALF_OPEN on this request; probes run until the trials decide.
+    while (!signal.aborted && this.#breaker.state !== "CLOSED" && this.#breaker.tryAcquirePermission()) {
+      const started = this.#clock.now();
+      try {
+        await withTimeout(this.#target.probe(), this.#probeTimeoutMs);
+      } catch (error) {
+        this.#breaker.onResult(this.#clock.now() - started, error);
+        continue;
+      }
+      this.#breaker.onResult(this.#clock.now() - started);
+    }
+  }
+
+  #setMode(mode: WriteMode): void {
+    if (mode === "Direct") this.#pending = 0;
+    if (this.#mode === mode) return;
+    this.#mode = mode;
+    this.#onChange();
+  }
+
+  #setPending(pending: number): void {
+    if (pending === this.#pending) return;
+    this.#pending = pending;
+    this.#onChange();
+  }
+}
+
+class ProbeTimeout extends Error {
+  override readonly name = "ProbeTimeout";
+}
+
+/** The probe's outcome, or a ProbeTimeout after ms; a probe writes nothing, so abandoning it is safe. */
+function withTimeout(work: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ProbeTimeout(`the probe took longer than ${ms} ms`)), ms);
+  });
+  work.catch(() => {});
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,371 @@
+/**
+ * The StreamRunner: the runs of a job's Kafka side. A Realtime run is the job's long-lived session
+ * (Kafka topic → PostgreSQL table); Compensation replays the buffer topic (./compensation.ts);
+ * Validation compares the topic with the table (./stream-validation.ts).
+ *
+ * A realtime session:
+ * - checks the target (columns, unique key, masking) before it reads anything (./stream-target.ts);
+ * - reads the topic with the job's consumer group, committing offsets only after the rows they carry
+ *   are written or diverted, and sends malformed records to the job's dead-letter topic
+ *   (../connectors/kafka/source.ts);
+ * - masks every row, then writes it through a SlowCallBreaker or diverts it to the job's buffer topic
+ *   (./stream-sink.ts says how, how probes work, and why per key an older value never overwrites a
+ *   newer one). The breaker's settings are the job's, bounded by the matching SyncPolicies' (the
+ *   strictest of all wins; slow-call threshold 500 ms unless set);
+ * - reports rowsRead/rowsWritten (at most once per second), rowsRejected, rowsBuffered and the breaker
+ *   (state, rates, records waiting in the buffer, last transition) as they change, transitions at
+ *   once; and records an event on the job at each transition (BreakerOpened, BreakerHalfOpen,
+ *   BreakerClosed, with the rates) and when the buffer has drained (BufferDrained);
+ * - runs until its signal fires (Replace, stop, SIGTERM): the chunk in flight is finished and
+ *   committed, the consumer leaves its group, and the run ends Cancelled. It ends Failed when the
+ *   consumer fails for good; the controller starts the next session with backoff.
+ */
+
+import type { SyncJobSpec } from "../api/syncjob.ts";
+import type { RunBreakerStatus } from "../api/syncrun.ts";
+import { BufferTopic } from "../connectors/kafka/buffer.ts";
+import { jobConsumerGroup } from "../connectors/kafka/cluster.ts";
+import { errorSummary, sleep } from "../connectors/kafka/keep-alive.ts";
+import { KafkaSource } from "../connectors/kafka/source.ts";
+import type { EventRecord } from "../kube/events.ts";
+import { kubeTime } from "../kube/status.ts";
+import { type BreakerConfig, strictestBreakerConfig } from "../resilience/breaker-config.ts";
+import {
+  type BreakerState,
+  type BreakerTransition,
+  SlowCallBreaker,
+} from "../resilience/slow-call-breaker.ts";
+import { type Logger, logger as rootLogger } from "../telemetry/logger.ts";
+import { compensate } from "./compensation.ts";
+import { RunCancelled, RunFailure } from "./context.ts";
+import type { RunInput, StreamRunContext, StreamRunner, StreamRunOutcome, StreamStatus } from "./run.ts";
+import { DivertingSink } from "./stream-sink.ts";
+import { bufferTopicOf, deadLetterTopicOf, emptyUpsert, kafkaOf, streamTarget } from "./stream-target.ts";
+import { validateTopic } from "./stream-validation.ts";
+
+export interface StreamRunnerOptions {
+  readonly logger?: Logger;
+  /** Most rows per sink call of the session and per replayed chunk; default 500. */
+  readonly maxRowsPerChunk?: number;
+  /**
+   * How often a session probes a target whose breaker waits to half-open, reads the buffer's pending
+   * count while diverting, and checks its consumer; default 1000 ms.
+   */
+  readonly pollIntervalMs?: number;
+  /** Most one status report per this interval, transitions aside; default 1000 ms. */
+  readonly statusIntervalMs?: number;
+  /** A probe slower than this counts as failed; default 10 s. */
+  readonly probeTimeoutMs?: number;
+  /** Partitions of a buffer topic the runner creates; default 3. */
+  readonly bufferPartitions?: number;
+  /** Consumer session timeout of a realtime session; default 30 s. */
+  readonly sessionTimeoutMs?: number;
+}
+
+export function createStreamRunner(options: StreamRunnerOptions = {}): StreamRunner {
+  return {
+    execute: (input, context) => executeStream(input, context, options),
+  };
+}
+
+async function executeStream(
+  input: RunInput,
+  context: StreamRunContext,
+  options: StreamRunnerOptions,
+): Promise<StreamRunOutcome> {
+  const logger = (options.logger ?? rootLogger).child({
+    run: `${input.run.namespace}/${input.run.name}`,
+    type: input.spec.type,
+  });
+  const kafkaSpec = input.job.spec.source.kafka;
+  const needsTopic = (what: string) =>
+    new RunFailure("NoKafkaSource", `${what} runs of the stream need a Kafka source; this job has none`);
+  switch (input.spec.type) {
+    case "Realtime":
+      if (!kafkaSpec) throw needsTopic("Realtime");
+      return runSession(input, context, options, logger);
+    case "Compensation":
+      return compensate(input, context, kafkaOf(input, logger), {
+        logger,
+        ...(options.maxRowsPerChunk ? { maxRowsPerChunk: options.maxRowsPerChunk } : {}),
+      });
+    case "Validation":
+      if (!kafkaSpec) throw needsTopic("Validation");
+      return validateTopic(input, context, kafkaOf(input, logger), { logger });
+    case "Batch":
+      throw new RunFailure(
+        "RunTypeNotSupported",
+        "a Kafka source is synced by the job's Realtime session and compared by Validation runs; Batch runs need a SQL or file source",
+      );
+    default:
+      throw new RunFailure(
+        "RunTypeNotSupported",
+        `${input.spec.type} runs are not executed by the stream runner`,
+      );
+  }
+}
+
+/**
+ * The breaker settings of a job's realtime session: the job's own, bounded by the matching policies'
+ * (the strictest of all, controller/resilience/breaker-config.ts); a field nobody sets takes its
+ * default, e.g. a slow call is one of 500 ms or more.
+ */
+export function sessionBreakerConfig(
+  spec: Pick<SyncJobSpec, "breaker">,
+  bounds: RunInput["breakerBounds"] = [],
+): BreakerConfig {
+  return strictestBreakerConfig([spec.breaker ?? {}, ...bounds]);
+}
+
+const STATE_NAMES: Readonly<Record<BreakerState, RunBreakerStatus["state"]>> = {
+  CLOSED: "Closed",
+  OPEN: "Open",
+  HALF_OPEN: "HalfOpen",
+};
+
+async function runSession(
+  input: RunInput,
+  context: StreamRunContext,
+  options: StreamRunnerOptions,
+  logger: Logger,
+): Promise<never> {
+  const { namespace, name, spec } = input.job;
+  const kafkaSpec = spec.source.kafka!;
+  const maxRows = options.maxRowsPerChunk ?? 500;
+  const pollMs = options.pollIntervalMs ?? 1000;
+  const kafka = kafkaOf(input, logger);
+  const stream = await streamTarget(input, context.pool(input.connections.target), context.masker, maxRows);
+  const probe = emptyUpsert(stream);
+  const bufferTopic = bufferTopicOf(namespace, name, spec);
+  const breaker = new SlowCallBreaker({
+    name: `${namespace}/${name}`,
+    config: sessionBreakerConfig(spec, input.breakerBounds),
+  });
+  const buffer = new BufferTopic({
+    kafka,
+    topic: bufferTopic,
+    versionColumn: stream.versionColumn,
+    partitions: options.bufferPartitions ?? 3,
+    maxRowsPerSink: maxRows,
+    logger,
+  });
+  const stopping = new AbortController();
+  const stop = () => stopping.abort();
+  if (context.signal.aborted) stop();
+  context.signal.addEventListener("abort", stop, { once: true });
+
+  const status = new SessionStatus(breaker, context, options.statusIntervalMs ?? 1000);
+  const sink = new DivertingSink({
+    breaker,
+    target: {
+      upsert: (rows) => stream.target.upsert(rows),
+      probe: async () => {
+        await stream.pool.query(probe.text, probe.values);
+      },
+    },
+    buffer,
+    pollIntervalMs: pollMs,
+    probeTimeoutMs: options.probeTimeoutMs ?? 10_000,
+    onChange: () => {
+      if (sink.mode === "Direct" && status.diverting) {
+        context.recordEvent({
+          type: "Normal",
+          reason: "BufferDrained",
+          action: "Resume",
+          note: `Buffer topic ${bufferTopic} has drained; records from topic ${kafkaSpec.topic} are written to ${stream.table} again.`,
+        });
+        logger.info({ bufferTopic }, "buffer drained; writing to the target again");
+      }
+      status.diverting = sink.mode === "Diverting";
+      status.report(sink);
+    },
+    onError: (what, error) => logger.warn({ what, error: errorSummary(error) }, "stream supervisor error"),
+  });
+  breaker.onStateTransition((transition) => {
+    status.transitioned();
+    status.report(sink, true);
+    context.recordEvent(transitionEvent(transition, breaker, stream.table, bufferTopic, sink.pending));
+    logger.info(
+      {
+        from: transition.from,
+        to: transition.to,
+        reason: transition.reason,
+        slowCallRate: transition.slowCallRate,
+        failureRate: transition.failureRate,
+      },
+      "breaker transition",
+    );
+  });
+
+  const source = new KafkaSource({
+    kafka,
+    topic: kafkaSpec.topic,
+    groupId: jobConsumerGroup(namespace, name),
+    deadLetterTopic: deadLetterTopicOf(namespace, name, spec),
+    schema: stream.schema,
+    startFrom: kafkaSpec.startFrom,
+    maxRowsPerSink: maxRows,
+    ...(options.sessionTimeoutMs ? { sessionTimeoutMs: options.sessionTimeoutMs } : {}),
+    logger,
+    sink: async (records) => {
+      const rows = records.map((r) => ({ ...r, row: context.masker.mask(r.row) }));
+      const result = await sink.write(rows, stopping.signal);
+      context.progress.add({ rowsRead: records.length, rowsWritten: result.written });
+      if (result.outcome === "diverted") status.report(sink);
+      return result.outcome;
+    },
+  });
+
+  let deadLetters = 0;
+  const countDeadLetters = () => {
+    const rejected = source.counters().rejected;
+    for (; deadLetters < rejected; deadLetters++) {
+      context.rejections.add({
+        reason: "DeadLettered",
+        message: `malformed record set aside in dead-letter topic ${source.deadLetterTopic}`,
+      });
+    }
+    if (rejected > context.progress.counts.rowsRejected) {
+      const delta = rejected - context.progress.counts.rowsRejected;
+      context.progress.add({ rowsRead: delta, rowsRejected: delta });
+    }
+  };
+
+  let supervising: Promise<void> = Promise.resolve();
+  try {
+    await buffer.ensureTopic();
+    await sink.prepare();
+    status.diverting = sink.mode === "Diverting";
+    status.report(sink, true);
+    supervising = sink.supervise(stopping.signal);
+    try {
+      await source.start();
+    } catch (error) {
+      if (stopping.signal.aborted) throw new RunCancelled("the realtime session was stopped while starting");
+      throw new RunFailure(
+        "SourceUnavailable",
+        `cannot consume topic ${kafkaSpec.topic}: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+    logger.info(
+      { topic: kafkaSpec.topic, mode: sink.mode, pending: sink.pending },
+      "realtime session started",
+    );
+    while (!stopping.signal.aborted) {
+      await sleep(pollMs, stopping.signal);
+      countDeadLetters();
+      // The meter reports on add() at most once per interval; a quiet stream still gets its last counts out.
+      context.progress.flush();
+      status.report(sink);
+      if (source.state === "failed") {
+        throw new RunFailure(
+          "StreamFailed",
+          `the consumer of topic ${kafkaSpec.topic} stopped: ${source.failure ?? "unknown error"}`,
+        );
+      }
+    }
+  } finally {
+    stop();
+    context.signal.removeEventListener("abort", stop);
+    await source
+      .stop()
+      .catch((error: unknown) =>
+        logger.warn({ error: errorSummary(error) }, "the Kafka source did not stop cleanly"),
+      );
+    await supervising;
+    countDeadLetters();
+    sink.close();
+    status.report(sink, true);
+    await buffer.close().catch(() => {});
+  }
+  // A session ends only when it is stopped; what it moved is in the counts and rowsBuffered.
+  throw new RunCancelled("the realtime session was stopped");
+}
+
+/**
+ * The session's status as it goes to the SyncRun: reported when it changed, at most once per
+ * interval unless forced (transitions, the first and the last report).
+ */
+class SessionStatus {
+  diverting = false;
+  readonly #breaker: SlowCallBreaker;
+  readonly #context: StreamRunContext;
+  readonly #intervalMs: number;
+  #lastTransitionTime = kubeTime(new Date());
+  #lastText = "";
+  #lastAt = Number.NEGATIVE_INFINITY;
+
+  constructor(breaker: SlowCallBreaker, context: StreamRunContext, intervalMs: number) {
+    this.#breaker = breaker;
+    this.#context = context;
+    this.#intervalMs = intervalMs;
+  }
+
+  transitioned(): void {
+    this.#lastTransitionTime = kubeTime(new Date());
+  }
+
+  report(sink: DivertingSink, force = false): void {
+    const metrics = this.#breaker.metrics();
+    const status: StreamStatus = {
+      rowsBuffered: sink.rowsDiverted,
+      breaker: {
+        state: STATE_NAMES[metrics.state],
+        ...(metrics.slowCallRate === null ? {} : { slowCallRate: roundRate(metrics.slowCallRate) }),
+        ...(metrics.failureRate === null ? {} : { failureRate: roundRate(metrics.failureRate) }),
+        bufferedRecords: sink.pending,
+        lastTransitionTime: this.#lastTransitionTime,
+      },
+    };
+    const text = JSON.stringify(status);
+    if (text === this.#lastText) return;
+    const now = performance.now();
+    if (!force && now - this.#lastAt < this.#intervalMs) return;
+    this.#lastText = text;
+    this.#lastAt = now;
+    this.#context.reportStream(status);
+  }
+}
+
+function roundRate(rate: number): number {
+  return Math.round(rate * 10) / 10;
+}
+
+function describeRates(t: Pick<BreakerTransition, "slowCallRate" | "failureRate" | "bufferedCalls">): string {
+  const percent = (rate: number | null) => (rate === null ? "not yet known" : `${roundRate(rate)}%`);
+  return `slow-call rate ${percent(t.slowCallRate)} and failure rate ${percent(t.failureRate)} over ${t.bufferedCalls} calls`;
+}
+
+function transitionEvent(
+  t: BreakerTransition,
+  breaker: SlowCallBreaker,
+  table: string,
+  bufferTopic: string,
+  pending: number,
+): EventRecord {
+  const { config } = breaker;
+  const breakerOf = `The circuit breaker around writes to ${table}`;
+  switch (t.to) {
+    case "OPEN":
+      return {
+        type: "Warning",
+        reason: "BreakerOpened",
+        action: "Divert",
+        note: `${breakerOf} opened (${t.reason}): ${describeRates(t)} (thresholds: slow calls ≥ ${config.slowCallDurationThresholdMs} ms at ${config.slowCallRateThreshold}%, failures at ${config.failureRateThreshold}%). Records go to buffer topic ${bufferTopic}; probes start in ${config.waitDurationInOpenStateMs} ms.`,
+      };
+    case "HALF_OPEN":
+      return {
+        type: "Normal",
+        reason: "BreakerHalfOpen",
+        action: "Probe",
+        note: `${breakerOf} is half-open after ${config.waitDurationInOpenStateMs} ms: up to ${config.permittedNumberOfCallsInHalfOpenState} probes decide whether it closes (it was open at ${describeRates(t)}).`,
+      };
+    case "CLOSED":
+      return {
+        type: "Normal",
+        reason: "BreakerClosed",
+        action: "Close",
+        note: `${breakerOf} closed: probes had ${describeRates(t)}. ${pending} records wait in buffer topic ${bufferTopic}; records keep going there until a Compensation run has replayed them.`,
+      };
+  }
+}
