@@ -32,8 +32,11 @@ import type { MaskingRequirement } from "../masking/masking.ts";
 import { type JobSubject, policyMatches } from "../policy/effective.ts";
 import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../reconcile/objects.ts";
 import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
+import { shadowFillRunInput, specWritingTo } from "../shadow/fill.ts";
+import { writeTableOf } from "../shadow/state.ts";
 import type { LineageSink } from "./lineage.ts";
 import { processLineageSink } from "./lineage-sink.ts";
+import type { RunInput } from "./run.ts";
 import { executeRun, type RunLogger, type RunResult, type StreamRunner, type StreamStatus } from "./run.ts";
 import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
 import { createStreamRunner } from "./stream.ts";
@@ -164,7 +167,11 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
     const job = validateSyncJob(jobRaw);
     if (!job.ok)
       throw new PreparationError("InvalidJob", `the SyncJob is invalid: ${describeErrors(job.errors)}`);
-    const spec = job.value.spec;
+    // In shadow mode the job writes to the shadow table: the runner is pointed at the table the
+    // job's shadow state names (controller/shadow/state.ts), and a ShadowFill run is a full copy there.
+    const shadow = job.value.status?.shadow;
+    const writeTable = writeTableOf(shadow?.state ?? "None", job.value.spec.target.sql.table, shadow?.table);
+    const spec = specWritingTo(job.value.spec, writeTable);
 
     const secret = (name: string, key: string) => readSecretValue(core, ref.namespace, name, key);
     const target = await secret(
@@ -193,8 +200,10 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
       : undefined;
 
     const kafkaBrokers = spec.source.kafka?.brokers ?? options.kafkaBrokers ?? brokersFromEnvironment();
+    const prepared = (input: RunInput): RunInput =>
+      run.value.spec.type === "ShadowFill" ? shadowFillRunInput(input, writeTable) : input;
     result = await executeRun(
-      {
+      prepared({
         run: { namespace: ref.namespace, name: ref.name, uid: raw.metadata?.uid },
         job: { namespace: ref.namespace, name: run.value.spec.jobName, spec },
         spec: run.value.spec,
@@ -205,7 +214,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
         lineageRunId,
         previousCursor,
         signal: options.signal,
-      },
+      }),
       {
         onProgress: (counts) => status.progress({ ...counts }),
         onStreamStatus: (stream) => status.progress(streamStatusPatch(stream)),
