@@ -62,6 +62,7 @@ export interface ControllerOptions {
 const FIELD_MANAGER = "syncgov-controller";
 const SCHEDULER_KEY = "Scheduler/admission";
 const STATUS_WRITERS = 16;
+const SHUTDOWN_GRACE_MS = 10_000;
 const GVR_RUNS = { group: "syncgov.io", version: "v1alpha1", plural: "syncruns" };
 const SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -860,7 +861,10 @@ export async function runController(opts: ControllerOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     controller.log.info({ signal }, "shutting down");
-    await controller.stop();
+    // Releasing the lease needs the API server; when it cannot be reached, give up after a grace
+    // period (the lease then expires on its own) rather than hang.
+    const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref());
+    await Promise.race([controller.stop(), grace]);
     http.close();
     await telemetry.shutdown();
     process.exit(0);

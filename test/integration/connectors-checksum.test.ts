@@ -1,24 +1,18 @@
-import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { describeTable } from "../../controller/connectors/postgres/catalog.ts";
 import { PostgresSource } from "../../controller/connectors/postgres/source.ts";
 import { coerceColumnValue, defineRowSchema, type Row } from "../../controller/connectors/record.ts";
 import { checksumRows } from "../../controller/validation/checksum.ts";
 import { checksumSql, postgresTableChecksum } from "../../controller/validation/postgres.ts";
-import { testEnv, uniqueName } from "../support/env.ts";
+import { scratchTables } from "../support/postgres.ts";
 
 // A session whose DateStyle, TimeZone and IntervalStyle differ from the defaults: the canonical form
 // must not depend on any of them.
-const pool = new pg.Pool({
-  connectionString: testEnv().databaseUrl,
+const scratch = scratchTables({
   max: 3,
   options: "-c TimeZone=America/New_York -c DateStyle=SQL,DMY -c extra_float_digits=0",
 });
-const tables: string[] = [];
-afterAll(async () => {
-  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table}`);
-  await pool.end();
-});
+const pool = scratch.pool;
 
 const schema = defineRowSchema(
   [
@@ -116,9 +110,7 @@ function jsRow(sample: Record<string, unknown>): Row {
 }
 
 async function createAndFill(order: readonly Record<string, unknown>[]): Promise<string> {
-  const table = uniqueName("checksum").replaceAll("-", "_");
-  tables.push(table);
-  await pool.query(`CREATE TABLE ${table} (${DEFINITION})`);
+  const table = await scratch.create("checksum", DEFINITION);
   const names = schema.columns.map((c) => c.name);
   for (const sample of order) {
     await pool.query(
@@ -179,9 +171,7 @@ describe("table checksum: JavaScript and PostgreSQL agree", () => {
   });
 
   it("on 5000 generated rows", async () => {
-    const table = uniqueName("checksum").replaceAll("-", "_");
-    tables.push(table);
-    await pool.query(`CREATE TABLE ${table} (${DEFINITION})`);
+    const table = await scratch.create("checksum", DEFINITION);
     await pool.query(
       `INSERT INTO ${table}
        SELECT g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'name ' || g || E'\\t' || chr(200 + g % 500) END,

@@ -1,7 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import {
   type FixedWidthLayout,
@@ -12,16 +11,12 @@ import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import type { Row } from "../../controller/connectors/record.ts";
 import { ChecksumAccumulator } from "../../controller/validation/checksum.ts";
 import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
-import { testEnv, uniqueName } from "../support/env.ts";
+import { scratchTables } from "../support/postgres.ts";
 
-const pool = new pg.Pool({ connectionString: testEnv().databaseUrl, max: 2 });
+const scratch = scratchTables({ max: 2 });
+const pool = scratch.pool;
 const dir = mkdtempSync(join(tmpdir(), "syncgov-fixedwidth-load-"));
-const table = uniqueName("fixedwidth").replaceAll("-", "_");
-afterAll(async () => {
-  await pool.query(`DROP TABLE IF EXISTS ${table}`);
-  await pool.end();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // A legacy customer extract: id 0-7, name 8-37, balance 38-49 (2 implied decimals), opened 50-57
 // (YYYYMMDD, 00000000 = never), vip 58 (Y/N), changed 59-72 (YYYYMMDDHHmmss).
@@ -53,8 +48,11 @@ function record(id: number): string {
 
 describe("fixed-width file into PostgreSQL", () => {
   it("loads every good line, counts each malformed one with its reason, and reloads idempotently", async () => {
-    await pool.query(`CREATE TABLE ${table} (customer_id int8 PRIMARY KEY, name varchar(30), balance numeric(14,2),
-      opened date, vip bool, changed_at timestamptz, loaded_at timestamptz NOT NULL DEFAULT now())`);
+    const table = await scratch.create(
+      "fixedwidth",
+      `customer_id int8 PRIMARY KEY, name varchar(30), balance numeric(14,2), opened date, vip bool,
+      changed_at timestamptz, loaded_at timestamptz NOT NULL DEFAULT now()`,
+    );
     const lines = ["CUSTOMERS EXTRACT 20240101"];
     const malformed = new Map<number, string>(); // line number -> expected reason
     for (let id = 1; id <= 5000; id++) {

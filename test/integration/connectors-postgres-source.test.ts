@@ -1,5 +1,4 @@
-import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   type CursorMark,
   PostgresSource,
@@ -8,21 +7,10 @@ import {
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
 import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
-import { testEnv, uniqueName } from "../support/env.ts";
+import { scratchTables } from "../support/postgres.ts";
 
-const pool = new pg.Pool({ connectionString: testEnv().databaseUrl, max: 4 });
-const tables: string[] = [];
-afterAll(async () => {
-  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table} CASCADE`);
-  await pool.end();
-});
-
-async function createTable(prefix: string, definition: string): Promise<string> {
-  const name = uniqueName(prefix).replaceAll("-", "_");
-  tables.push(name);
-  await pool.query(`CREATE TABLE ${name} (${definition})`);
-  return name;
-}
+const scratch = scratchTables({ max: 4 });
+const pool = scratch.pool;
 
 describe("PostgresSource.snapshot", () => {
   const schema = defineRowSchema(
@@ -48,7 +36,7 @@ describe("PostgresSource.snapshot", () => {
   }
 
   it("returns every row of a 20k-row table exactly once, in key order", async () => {
-    const table = await createTable(
+    const table = await scratch.create(
       "snapshot",
       "region text, seq int4, amount numeric(10,3), PRIMARY KEY (region, seq)",
     );
@@ -73,7 +61,7 @@ describe("PostgresSource.snapshot", () => {
   });
 
   it("reads one consistent snapshot, and the values arrive canonical", async () => {
-    const table = await createTable(
+    const table = await scratch.create(
       "consistent",
       "region text, seq int4, amount numeric(10,3), PRIMARY KEY (region, seq)",
     );
@@ -93,7 +81,7 @@ describe("PostgresSource.snapshot", () => {
   });
 
   it("sets aside rows the row model cannot hold, with their key", async () => {
-    const table = await createTable("rejects", "id int8 PRIMARY KEY, at timestamptz, n int8");
+    const table = await scratch.create("rejects", "id int8 PRIMARY KEY, at timestamptz, n int8");
     await pool.query(
       `INSERT INTO ${table} VALUES (1, '2024-01-01 00:00:00+02', 5), (2, 'infinity', 5), (3, now(), 3000000000)`,
     );
@@ -128,7 +116,7 @@ describe("PostgresSource.snapshot", () => {
   });
 
   it("checks the table: columns, types, and a unique key within the key columns", async () => {
-    const table = await createTable("srcschema", "region text, seq int8, amount float8");
+    const table = await scratch.create("srcschema", "region text, seq int8, amount float8");
     const source = new PostgresSource(pool, { table, schema });
     const error = await source.checkSchema().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(SourceSchemaError);
@@ -167,8 +155,8 @@ describe("PostgresSource.incremental", () => {
   }
 
   it("copies only new and changed rows, including a tie at the boundary, and never skips a tie", async () => {
-    const sourceTable = await createTable("cursor_src", DEFINITION);
-    const targetTable = await createTable("cursor_dst", DEFINITION);
+    const sourceTable = await scratch.create("cursor_src", DEFINITION);
+    const targetTable = await scratch.create("cursor_dst", DEFINITION);
     // Ten rows share one cursor value, more than a page holds; NULL cursors are never read.
     await pool.query(
       `INSERT INTO ${sourceTable}
@@ -219,7 +207,7 @@ describe("PostgresSource.incremental", () => {
   });
 
   it("follows an integer cursor too, resuming at the mark", async () => {
-    const table = await createTable("cursor_seq", "id int4 PRIMARY KEY, change_seq int8 NOT NULL");
+    const table = await scratch.create("cursor_seq", "id int4 PRIMARY KEY, change_seq int8 NOT NULL");
     await pool.query(`INSERT INTO ${table} SELECT g, g / 2 FROM generate_series(1, 9) g`);
     const source = new PostgresSource(pool, {
       table,

@@ -1,24 +1,13 @@
-import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { PostgresTarget, TargetSchemaError } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
 import { checksumRows } from "../../controller/validation/checksum.ts";
 import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
-import { testEnv, uniqueName } from "../support/env.ts";
+import { uniqueName } from "../support/env.ts";
+import { scratchTables } from "../support/postgres.ts";
 
-const pool = new pg.Pool({ connectionString: testEnv().databaseUrl, max: 4 });
-const tables: string[] = [];
-afterAll(async () => {
-  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table} CASCADE`);
-  await pool.end();
-});
-
-async function createTable(prefix: string, definition: string): Promise<string> {
-  const name = uniqueName(prefix).replaceAll("-", "_");
-  tables.push(name);
-  await pool.query(`CREATE TABLE ${name} (${definition})`);
-  return name;
-}
+const scratch = scratchTables({ max: 4 });
+const pool = scratch.pool;
 
 const schema = defineRowSchema(
   [
@@ -72,7 +61,7 @@ async function statusByKey(table: string): Promise<Map<string, string>> {
 
 describe("PostgresTarget.upsert", () => {
   it("converges 10k rows with repeated keys to the latest values, and repeating changes nothing", async () => {
-    const table = await createTable("upsert", ORDER_LINES);
+    const table = await scratch.create("upsert", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema });
     const rows = rowsWithRepeatedKeys(1);
     const first = await target.upsert(rows);
@@ -98,7 +87,7 @@ describe("PostgresTarget.upsert", () => {
   });
 
   it("with a version column, keeps the newest value whatever order versions arrive in", async () => {
-    const table = await createTable("versioned", ORDER_LINES);
+    const table = await scratch.create("versioned", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, versionColumn: "version", batchSize: 100 });
     const row = (line: number, version: number): Row => ({
       order_id: "1",
@@ -126,7 +115,7 @@ describe("PostgresTarget.upsert", () => {
   });
 
   it("deleteKeys deletes by composite key in batches", async () => {
-    const table = await createTable("delete", ORDER_LINES);
+    const table = await scratch.create("delete", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, batchSize: 300 });
     const rows = lastPerKey(rowsWithRepeatedKeys(1));
     await target.upsert(rows);
@@ -147,7 +136,7 @@ describe("PostgresTarget.checkSchema", () => {
     options: { view?: boolean } = {},
   ): Promise<string[]> {
     let table = uniqueName("missing").replaceAll("-", "_");
-    if (definition !== undefined) table = await createTable("schema", definition);
+    if (definition !== undefined) table = await scratch.create("schema", definition);
     if (options.view) {
       const view = `${table}_view`;
       await pool.query(`CREATE VIEW ${view} AS SELECT * FROM ${table}`);
@@ -170,7 +159,7 @@ describe("PostgresTarget.checkSchema", () => {
   });
 
   it("accepts a unique index (not a constraint) on the keys, in any column order", async () => {
-    const table = await createTable(
+    const table = await scratch.create(
       "uniqueindex",
       "order_id int8 NOT NULL, line int4 NOT NULL, status text, amount numeric, updated_at timestamp, doc json, version int8 NOT NULL",
     );
@@ -184,7 +173,7 @@ describe("PostgresTarget.checkSchema", () => {
   it("names missing columns, incompatible types, a missing key and unwritten NOT NULL columns", async () => {
     const table = "order_id int8, line int4, status int4, amount float8, doc jsonb, audit text NOT NULL";
     const found = await problems(table);
-    const name = tables.at(-1)!;
+    const name = scratch.tables.at(-1)!;
     expect(found).toEqual([
       `table ${name} has no columns updated_at, version`,
       `column status is int4 in ${name}, which cannot hold text (use text or varchar or citext)`,
@@ -201,7 +190,7 @@ describe("PostgresTarget.checkSchema", () => {
       "no primary key or unique index on exactly (order_id, line); upserts need one",
       "column version is generated and cannot be written",
     ]);
-    const table = await createTable(
+    const table = await scratch.create(
       "partial",
       "order_id int8, line int4, status text, amount numeric, updated_at timestamptz, doc jsonb, version int8",
     );
@@ -217,7 +206,7 @@ describe("PostgresTarget.checkSchema", () => {
   });
 
   it("upsert checks the schema first and rechecks after a failure", async () => {
-    const table = await createTable("late", "order_id int8, line int4");
+    const table = await scratch.create("late", "order_id int8, line int4");
     const target = new PostgresTarget(pool, { table, schema });
     await expect(target.upsert([])).rejects.toBeInstanceOf(TargetSchemaError);
     await pool.query(`ALTER TABLE ${table} ADD PRIMARY KEY (order_id, line), ADD status text, ADD amount numeric,

@@ -1,26 +1,15 @@
 import { readFileSync } from "node:fs";
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  EventsV1Api,
-  type EventsV1Event,
-  PatchStrategy,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
+import type { EventsV1Event } from "@kubernetes/client-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { eventually, type RunningController, restartServer, startController } from "../support/controller.ts";
-import { kubeConfig, uniqueName } from "../support/env.ts";
+import { uniqueName } from "../support/env.ts";
 import { apiServerAddress, compactEtcd, kubeconfigVia } from "../support/etcd.ts";
 import { FaultProxy } from "../support/fault-proxy.ts";
+import { kubeClients, mergePatch, ScratchNamespaces } from "../support/kube.ts";
 import { installCrds } from "../support/kubectl.ts";
 import { baseJob } from "../support/manifests.ts";
 
-const kc = kubeConfig();
-const core = kc.makeApiClient(CoreV1Api);
-const custom = kc.makeApiClient(CustomObjectsApi);
-const eventsApi = kc.makeApiClient(EventsV1Api);
-const leases = kc.makeApiClient(CoordinationV1Api);
+const { core, custom, events: eventsApi, leases } = kubeClients();
 const G = { group: "syncgov.io", version: "v1alpha1", plural: "syncjobs" };
 
 type Job = Record<string, unknown> & {
@@ -115,14 +104,7 @@ async function createAll(namespace: string, jobs: Job[]): Promise<void> {
 }
 
 const controllers: RunningController[] = [];
-const namespaces: string[] = [];
-
-async function newNamespace(prefix: string): Promise<string> {
-  const name = uniqueName(prefix);
-  await core.createNamespace({ body: { metadata: { name } } });
-  namespaces.push(name);
-  return name;
-}
+const namespaces = new ScratchNamespaces(core);
 
 beforeAll(async () => {
   await installCrds();
@@ -133,13 +115,11 @@ afterEach(async () => {
   for (const c of controllers.splice(0)) await c.stop();
 });
 
-afterAll(async () => {
-  for (const name of namespaces) await core.deleteNamespace({ name }).catch(() => undefined);
-});
+afterAll(() => namespaces.deleteAll());
 
 describe("the controller against a real API server", () => {
   it("reconciles 200 SyncJobs applied at once, valid and invalid, with one event per change", async () => {
-    const namespace = await newNamespace("ctl-burst");
+    const namespace = await namespaces.create("ctl-burst");
     controllers.push(await startController({ identity: "burst", leaseName: uniqueName("lease") }));
     const jobs = Array.from({ length: 200 }, (_, i) =>
       jobManifest(`job-${i}`, i % 4 === 0 ? INVALID_VARIANTS[(i / 4) % INVALID_VARIANTS.length] : undefined),
@@ -178,7 +158,7 @@ describe("the controller against a real API server", () => {
     // Fixing an invalid job is one change: one more event, and the condition flips.
     await custom.patchNamespacedCustomObject(
       { ...G, namespace, name: "job-0", body: { spec: { schedule: "0 2 * * *" } } },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      mergePatch,
     );
     const fixed = await eventually("job-0 valid at generation 2", async () => {
       const job = (await custom.getNamespacedCustomObject({ ...G, namespace, name: "job-0" })) as Job;
@@ -191,7 +171,7 @@ describe("the controller against a real API server", () => {
   });
 
   it("misses nothing across an API server restart and an etcd compaction (watch 410 Gone)", async () => {
-    const namespace = await newNamespace("ctl-410");
+    const namespace = await namespaces.create("ctl-410");
     const proxy = await FaultProxy.start(apiServerAddress());
     try {
       const ctl = await startController({
@@ -216,7 +196,7 @@ describe("the controller against a real API server", () => {
       for (let i = 0; i < 5; i++) {
         await custom.patchNamespacedCustomObject(
           { ...G, namespace, name: `before-${i}`, body: { spec: { priority: 7 } } },
-          setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+          mergePatch,
         );
       }
       for (let i = 5; i < 10; i++)
@@ -256,7 +236,7 @@ describe("the controller against a real API server", () => {
   });
 
   it("with two controllers exactly one reconciles; after kill -9 the other takes over within the lease", async () => {
-    const namespace = await newNamespace("ctl-ha");
+    const namespace = await namespaces.create("ctl-ha");
     const leaseName = uniqueName("lease");
     const timing = { leaseDuration: 4, renewDeadline: 3, retryPeriod: 1 };
     const a = await startController({ identity: "replica-a", leaseName, ...timing });

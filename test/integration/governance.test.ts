@@ -1,13 +1,7 @@
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  EventsV1Api,
-  PatchStrategy,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, type RunningController, startController } from "../support/controller.ts";
-import { kubeConfig, uniqueName } from "../support/env.ts";
+import { uniqueName } from "../support/env.ts";
+import { kubeClients, mergePatch, ScratchNamespaces } from "../support/kube.ts";
 import { installCrds, kubectl } from "../support/kubectl.ts";
 import { baseJob } from "../support/manifests.ts";
 
@@ -17,14 +11,10 @@ import { baseJob } from "../support/manifests.ts";
  * executor; the test plays the runner, finishing admitted runs through the status subresource as
  * `syncgov run` does.
  */
-const kc = kubeConfig();
-const core = kc.makeApiClient(CoreV1Api);
-const custom = kc.makeApiClient(CustomObjectsApi);
-const eventsApi = kc.makeApiClient(EventsV1Api);
+const { core, custom, events: eventsApi } = kubeClients();
 const RUNS = { group: "syncgov.io", version: "v1alpha1", plural: "syncruns" };
 const JOBS = { group: "syncgov.io", version: "v1alpha1", plural: "syncjobs" };
 const POLICIES = { group: "syncgov.io", version: "v1alpha1", plural: "syncpolicies" };
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 interface Run {
   metadata: { name: string; namespace: string; creationTimestamp?: string };
@@ -39,15 +29,8 @@ interface Run {
 }
 
 let controller: RunningController;
-const namespaces: string[] = [];
+const namespaces = new ScratchNamespaces(core, { "syncgov-test": "governance" });
 const policies: string[] = [];
-
-async function newNamespace(prefix: string): Promise<string> {
-  const name = uniqueName(prefix);
-  await core.createNamespace({ body: { metadata: { name, labels: { "syncgov-test": "governance" } } } });
-  namespaces.push(name);
-  return name;
-}
 
 async function createJob(namespace: string, name: string, spec: Record<string, unknown> = {}): Promise<void> {
   const job = baseJob() as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
@@ -117,14 +100,14 @@ afterAll(async () => {
   await controller?.stop();
   for (const name of policies)
     await custom.deleteClusterCustomObject({ ...POLICIES, name }).catch(() => undefined);
-  for (const name of namespaces) await core.deleteNamespace({ name }).catch(() => undefined);
+  await namespaces.deleteAll();
 });
 
 describe("admission under policy limits", () => {
   it("50 runs over 5 namespaces never exceed the namespace, target and global limits, and all run", {
     timeout: 180_000,
   }, async () => {
-    const ns = await Promise.all([1, 2, 3, 4, 5].map((i) => newNamespace(`gov-${i}`)));
+    const ns = await Promise.all([1, 2, 3, 4, 5].map((i) => namespaces.create(`gov-${i}`)));
     const limits = { maxRunsPerNamespace: 2, maxRunsPerTarget: 1, maxRunsGlobal: 6 };
     await applyPolicy(uniqueName("limits"), { match: { namespaces: ns }, concurrency: limits });
     // History kept so that every finished run can be counted at the end.
@@ -210,7 +193,7 @@ describe("concurrencyPolicy", () => {
   async function twoRuns(
     policy: "Allow" | "Forbid" | "Replace",
   ): Promise<{ first: Run; second: Run; namespace: string }> {
-    const namespace = await newNamespace(`cp-${policy.toLowerCase()}`);
+    const namespace = await namespaces.create(`cp-${policy.toLowerCase()}`);
     await createJob(namespace, "sync", { concurrencyPolicy: policy });
     await createRun(namespace, "first", "sync");
     await eventually("first running", async () =>
@@ -257,7 +240,7 @@ describe("concurrencyPolicy", () => {
 
 describe("clean-up of finished runs", () => {
   it("deletes finished runs within TTL + 2 s and keeps the history limits", async () => {
-    const namespace = await newNamespace("ttl");
+    const namespace = await namespaces.create("ttl");
     const ttl = 4;
     await createJob(namespace, "short", { concurrencyPolicy: "Allow", ttlSecondsAfterFinished: ttl });
     await createJob(namespace, "kept", {
@@ -309,7 +292,7 @@ describe("clean-up of finished runs", () => {
 
 describe("batch windows", () => {
   it("keeps batch runs queued outside the policy's windows", async () => {
-    const namespace = await newNamespace("window");
+    const namespace = await namespaces.create("window");
     const now = new Date();
     // A one-hour window that opened two hours ago is closed now.
     const hh = (d: Date) => `${String(d.getUTCHours()).padStart(2, "0")}:00`;
@@ -330,7 +313,7 @@ describe("batch windows", () => {
 
 describe("policy enforcement", () => {
   it("Enforce blocks a violating job: phase Blocked, condition and event; its runs are not admitted", async () => {
-    const namespace = await newNamespace("enforce");
+    const namespace = await namespaces.create("enforce");
     const policy = uniqueName("enforce");
     await applyPolicy(policy, {
       match: { namespaces: [namespace] },

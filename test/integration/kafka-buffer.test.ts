@@ -1,30 +1,14 @@
-import type { Kafka } from "kafkajs";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { BufferTopic, type ReplaySink } from "../../controller/connectors/kafka/buffer.ts";
-import { connectKafka, ensureTopic, produceJson } from "../../controller/connectors/kafka/cluster.ts";
+import { ensureTopic, produceJson } from "../../controller/connectors/kafka/cluster.ts";
 import { KafkaSource, type KeyedRow } from "../../controller/connectors/kafka/source.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema } from "../../controller/connectors/record.ts";
-import { testEnv, uniqueName } from "../support/env.ts";
+import { uniqueName } from "../support/env.ts";
+import { kafkaToPostgres } from "../support/kafka.ts";
 
-const kafka: Kafka = connectKafka({ brokers: testEnv().kafkaBrokers.split(","), clientId: "syncgov-test" });
-const admin = kafka.admin();
-const pool = new pg.Pool({ connectionString: testEnv().databaseUrl, max: 3 });
-const topics: string[] = [];
-const groups: string[] = [];
-const tables: string[] = [];
-const buffers: BufferTopic[] = [];
-
-beforeAll(() => admin.connect());
-afterAll(async () => {
-  for (const buffer of buffers) await buffer.close();
-  await admin.deleteGroups(groups).catch(() => {});
-  await admin.deleteTopics({ topics }).catch(() => {});
-  await admin.disconnect();
-  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table}`);
-  await pool.end();
-});
+const { kafka, admin, topics, groups, tables, stopBeforeCleanup } = kafkaToPostgres();
+const pool = tables.pool;
 
 const schema = defineRowSchema(
   [
@@ -38,11 +22,9 @@ const schema = defineRowSchema(
 /** A buffer topic and a version-guarded target table, unique to the test. */
 async function setUp(prefix: string) {
   const topic = uniqueName(`${prefix}-buffer`);
-  const table = uniqueName(prefix).replaceAll("-", "_");
   topics.push(topic);
   groups.push(`${topic}.replay`);
-  tables.push(table);
-  await pool.query(`CREATE TABLE ${table} (id int8 PRIMARY KEY, val text, version int8 NOT NULL)`);
+  const table = await tables.create(prefix, "id int8 PRIMARY KEY, val text, version int8 NOT NULL");
   const target = new PostgresTarget(pool, { table, schema, versionColumn: "version" });
   const buffer = new BufferTopic({
     kafka,
@@ -51,7 +33,7 @@ async function setUp(prefix: string) {
     partitions: 3,
     maxRowsPerSink: 64,
   });
-  buffers.push(buffer);
+  stopBeforeCleanup.push(() => buffer.close());
   return { topic, table, target, buffer };
 }
 

@@ -1,35 +1,15 @@
-import type { Kafka } from "kafkajs";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  connectKafka,
-  ensureTopic,
-  type JsonRecord,
-  produceJson,
-} from "../../controller/connectors/kafka/cluster.ts";
+import { describe, expect, it } from "vitest";
+import { ensureTopic, type JsonRecord, produceJson } from "../../controller/connectors/kafka/cluster.ts";
 import { readDeadLetterHeaders } from "../../controller/connectors/kafka/dead-letter.ts";
 import { KafkaSource, type RowSink } from "../../controller/connectors/kafka/source.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema } from "../../controller/connectors/record.ts";
-import { testEnv, uniqueName } from "../support/env.ts";
+import { eventually } from "../support/controller.ts";
+import { uniqueName } from "../support/env.ts";
+import { kafkaToPostgres } from "../support/kafka.ts";
 
-const kafka: Kafka = connectKafka({ brokers: testEnv().kafkaBrokers.split(","), clientId: "syncgov-test" });
-const admin = kafka.admin();
-const pool = new pg.Pool({ connectionString: testEnv().databaseUrl, max: 3 });
-const topics: string[] = [];
-const groups: string[] = [];
-const tables: string[] = [];
-const sources: KafkaSource[] = [];
-
-beforeAll(() => admin.connect());
-afterAll(async () => {
-  for (const source of sources) await source.stop();
-  await admin.deleteGroups(groups).catch(() => {});
-  await admin.deleteTopics({ topics }).catch(() => {});
-  await admin.disconnect();
-  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table}`);
-  await pool.end();
-});
+const { kafka, admin, topics, groups, tables, stopBeforeCleanup } = kafkaToPostgres();
+const pool = tables.pool;
 
 const schema = defineRowSchema(
   [
@@ -48,13 +28,13 @@ async function setUpJob(prefix: string, partitions = 3) {
   const topic = uniqueName(`${prefix}-orders`);
   const deadLetterTopic = `${topic}.dlq`;
   const groupId = `${topic}.group`;
-  const table = uniqueName(prefix).replaceAll("-", "_");
   topics.push(topic, deadLetterTopic);
   groups.push(groupId, `${deadLetterTopic}.reader`);
-  tables.push(table);
   await ensureTopic(admin, topic, { partitions });
-  await pool.query(`CREATE TABLE ${table} (order_id int8 PRIMARY KEY, status text, qty int4, amount numeric,
-    updated_at timestamptz, version int8 NOT NULL)`);
+  const table = await tables.create(
+    prefix,
+    "order_id int8 PRIMARY KEY, status text, qty int4, amount numeric, updated_at timestamptz, version int8 NOT NULL",
+  );
   const target = new PostgresTarget(pool, { table, schema });
   const sink: RowSink = async (records) => {
     await target.upsert(records.map((r) => r.row));
@@ -118,19 +98,25 @@ function orderRecords(
   return { records, malformed };
 }
 
-async function eventually<T>(
-  probe: () => Promise<T> | T,
-  done: (value: T) => boolean,
-  timeoutMs = 45_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (done(value)) return value;
-    if (Date.now() > deadline)
-      throw new Error(`condition not met within ${timeoutMs} ms; last value ${JSON.stringify(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+/** Polls probe until done(value), through eventually(); a timeout names the last value seen. */
+function until<T>(probe: () => Promise<T> | T, done: (value: T) => boolean, timeoutMs = 45_000): Promise<T> {
+  return eventually(
+    `a condition within ${timeoutMs} ms`,
+    async () => {
+      const value = await probe();
+      if (!done(value)) throw new Error(`last value ${JSON.stringify(value)}`);
+      return value;
+    },
+    timeoutMs,
+  );
+}
+
+/** sink, each call of it delayed by delayMs: a slow target, so that a test can act mid-stream. */
+function delayed(sink: RowSink, delayMs: number): RowSink {
+  return async (rows) => {
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    await sink(rows);
+  };
 }
 
 /** Every message of a topic, read by a throwaway group until the end offsets seen at the start. */
@@ -151,7 +137,7 @@ async function readTopic(topic: string, groupId: string) {
     },
   });
   try {
-    await eventually(
+    await until(
       () => messages.length,
       (n) => n >= expected,
     );
@@ -182,7 +168,7 @@ function startSource(
     heartbeatIntervalMs: 1000,
     ...overrides,
   });
-  sources.push(source);
+  stopBeforeCleanup.push(() => source.stop());
   return source;
 }
 
@@ -211,7 +197,7 @@ describe("KafkaSource", () => {
 
     const source = startSource(job);
     await source.start();
-    const counters = await eventually(
+    const counters = await until(
       () => source.counters(),
       (c) => c.read >= records.length,
     );
@@ -253,13 +239,10 @@ describe("KafkaSource", () => {
     const malformedCount = [...malformed.values()].reduce((a, b) => a + b, 0);
     await produceJson(kafka, job.topic, records);
 
-    const slowSink: RowSink = async (rows) => {
-      await new Promise((resolve) => setTimeout(resolve, 25));
-      await job.sink(rows);
-    };
+    const slowSink = delayed(job.sink, 25);
     const first = startSource(job, { sink: slowSink, maxRowsPerSink: 50 });
     await first.start();
-    await eventually(
+    await until(
       () => first.counters().commits,
       (n) => n >= 5,
     );
@@ -272,7 +255,7 @@ describe("KafkaSource", () => {
 
     const second = startSource(job, { maxRowsPerSink: 200 });
     await second.start();
-    const resumed = await eventually(
+    const resumed = await until(
       () => second.counters(),
       (c) => stoppedAt.read + c.read >= records.length,
     );
@@ -312,7 +295,7 @@ describe("KafkaSource", () => {
       },
     });
     await source.start();
-    const counters = await eventually(
+    const counters = await until(
       () => source.counters(),
       (c) => c.read >= 200,
     );
@@ -328,19 +311,16 @@ describe("KafkaSource", () => {
     const job = await setUpJob("kreb");
     const { records } = orderRecords(300, 5);
     await produceJson(kafka, job.topic, records);
-    const slowSink: RowSink = async (rows) => {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      await job.sink(rows);
-    };
+    const slowSink = delayed(job.sink, 100);
     const first = startSource(job, { sink: slowSink, maxRowsPerSink: 40 });
     await first.start();
-    await eventually(
+    await until(
       () => first.counters().commits,
       (n) => n >= 3,
     );
     const second = startSource(job, { sink: slowSink, maxRowsPerSink: 40 });
     await second.start();
-    await eventually(
+    await until(
       () => first.lag(),
       (lag) => lag === 0,
     );

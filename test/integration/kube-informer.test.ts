@@ -1,124 +1,18 @@
-import { connect, createServer, type Server, type Socket } from "node:net";
-import {
-  CoreV1Api,
-  type CoreV1Event,
-  KubeConfig,
-  type KubernetesObject,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1ConfigMap,
-} from "@kubernetes/client-node";
+import type { CoreV1Event, KubernetesObject, V1ConfigMap } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Informer, type InformerObserver } from "../../controller/kube/informer.ts";
-import { objectKey } from "../../controller/kube/resource.ts";
-import { kubeConfig, testEnv, uniqueName } from "../support/env.ts";
+import { objectKey, type ResourceType } from "../../controller/kube/resource.ts";
+import { uniqueName } from "../support/env.ts";
+import { apiServerAddress, compactEtcd } from "../support/etcd.ts";
+import { FaultProxy } from "../support/fault-proxy.ts";
+import { kubeClients, kubeConfigThrough, mergePatch, ScratchNamespaces } from "../support/kube.ts";
+import { eventuallyPasses } from "../support/polling.ts";
 
 const configMaps = { group: "", version: "v1", plural: "configmaps", namespaced: true };
 const events = { group: "", version: "v1", plural: "events", namespaced: true };
 
-/** Polls until `check` stops throwing, or fails with its last error. */
-async function eventually(check: () => void | Promise<void>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
-
-/**
- * A TCP relay between a client and the API server that the test can cut: a real network partition
- * for the client (TLS passes through untouched; the server certificate names 127.0.0.1).
- */
-class Partition {
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
-  #cut = false;
-
-  private constructor(server: Server) {
-    this.#server = server;
-  }
-
-  static async between(target: URL): Promise<Partition> {
-    const server = createServer();
-    const partition = new Partition(server);
-    server.on("connection", (client) => partition.#relay(client, target));
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    return partition;
-  }
-
-  get url(): string {
-    const address = this.#server.address();
-    if (typeof address !== "object" || address === null) throw new Error("relay not listening");
-    return `https://127.0.0.1:${address.port}`;
-  }
-
-  /** A KubeConfig like `base` whose cluster is reached through this relay. */
-  kubeConfig(base: KubeConfig): KubeConfig {
-    const cluster = base.getCurrentCluster();
-    if (!cluster) throw new Error("no current cluster");
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ ...cluster, server: this.url }],
-      users: base.users,
-      contexts: base.contexts,
-      currentContext: base.getCurrentContext(),
-    });
-    return kc;
-  }
-
-  /** Drops every open connection and refuses new ones until heal(). */
-  sever(): void {
-    this.#cut = true;
-    for (const socket of this.#sockets) socket.destroy();
-    this.#sockets.clear();
-  }
-
-  heal(): void {
-    this.#cut = false;
-  }
-
-  async close(): Promise<void> {
-    this.sever();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-  }
-
-  #relay(client: Socket, target: URL): void {
-    if (this.#cut) {
-      client.destroy();
-      return;
-    }
-    const upstream = connect(Number(target.port), target.hostname);
-    for (const socket of [client, upstream]) {
-      this.#sockets.add(socket);
-      socket.on("error", () => {});
-      socket.on("close", () => {
-        this.#sockets.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-}
-
-/** Compacts etcd at its current revision: every older resourceVersion is gone from etcd. */
-async function compactEtcd(): Promise<string> {
-  const etcd = testEnv().etcd;
-  const range = await fetch(`${etcd}/v3/kv/range`, { method: "POST", body: JSON.stringify({ key: "AA==" }) });
-  const revision = ((await range.json()) as { header: { revision: string } }).header.revision;
-  const compaction = await fetch(`${etcd}/v3/kv/compaction`, {
-    method: "POST",
-    body: JSON.stringify({ revision, physical: true }),
-  });
-  expect(compaction.status).toBe(200);
-  return revision;
-}
+/** How long a change may take to reach an informer before a test fails. */
+const WAIT_MS = 15_000;
 
 interface Seen {
   type: "add" | "update" | "delete";
@@ -179,11 +73,10 @@ function observe(): {
 }
 
 describe("Informer against the real API server", () => {
-  const kc = kubeConfig();
-  const core = kc.makeApiClient(CoreV1Api);
+  const { kubeConfig: kc, core } = kubeClients();
   const namespace = uniqueName("informer");
-  const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   const cleanups: Array<() => Promise<void>> = [];
+  const namespaces = new ScratchNamespaces(core);
 
   beforeAll(async () => {
     await core.createNamespace({ body: { metadata: { name: namespace } } });
@@ -192,12 +85,47 @@ describe("Informer against the real API server", () => {
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
     await core.deleteNamespace({ name: namespace });
+    await namespaces.deleteAll();
   });
 
   const configMap = (ns: string, name: string, data: Record<string, string> = {}): V1ConfigMap => ({
     metadata: { name, namespace: ns },
     data,
   });
+
+  /**
+   * A started informer on ns that reaches the API server through a fault proxy, synced and with its
+   * watch given time to connect (otherwise a partition would only test the first connection).
+   */
+  async function syncedThroughProxy(ns: string, resource: ResourceType) {
+    const proxy = await FaultProxy.start(apiServerAddress());
+    cleanups.push(() => proxy.close());
+    const state = observe();
+    const informer = new Informer({
+      kubeConfig: kubeConfigThrough(proxy, ns),
+      resource,
+      namespace: ns,
+      backoff: { initialMs: 100, maxMs: 400 },
+      observer: state.observer,
+    });
+    cleanups.push(() => informer.stop());
+    const seen = record(informer);
+    informer.start();
+    await informer.waitForSync(AbortSignal.timeout(10_000));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    return { proxy, state, informer, seen };
+  }
+
+  /** Cuts the informer off until proxy.refuse(false); returns once it has failed to reconnect twice. */
+  async function partition(proxy: FaultProxy, state: ReturnType<typeof observe>): Promise<void> {
+    proxy.refuse(true);
+    proxy.cutConnections();
+    await eventuallyPasses(
+      "two failed reconnects",
+      () => expect(state.failures).toBeGreaterThanOrEqual(2),
+      WAIT_MS,
+    );
+  }
 
   it("lists, then sees adds, updates and deletes; failing handlers do not stop it", async () => {
     const ns = namespace;
@@ -239,22 +167,26 @@ describe("Informer against the real API server", () => {
       mergePatch,
     );
     await core.deleteNamespacedConfigMap({ namespace: ns, name: "orders" });
-    await eventually(() =>
-      expect(seen.slice(1)).toEqual([
-        { type: "add", key: `${ns}/orders`, resourceVersion: created.metadata?.resourceVersion },
-        {
-          type: "update",
-          key: `${ns}/orders`,
-          resourceVersion: updated.metadata?.resourceVersion,
-          oldResourceVersion: created.metadata?.resourceVersion,
-        },
-        { type: "delete", key: `${ns}/orders`, finalStateUnknown: false },
-      ]),
+    await eventuallyPasses(
+      "the add, update and delete of orders",
+      async () => {
+        expect(seen.slice(1)).toEqual([
+          { type: "add", key: `${ns}/orders`, resourceVersion: created.metadata?.resourceVersion },
+          {
+            type: "update",
+            key: `${ns}/orders`,
+            resourceVersion: updated.metadata?.resourceVersion,
+            oldResourceVersion: created.metadata?.resourceVersion,
+          },
+          { type: "delete", key: `${ns}/orders`, finalStateUnknown: false },
+        ]);
+      },
+      WAIT_MS,
     );
     expect(informer.get(`${ns}/orders`)).toBeUndefined();
     expect(informer.list(ns).map(objectKey)).toEqual([`${ns}/before`]);
     // Two adds and one update reached the broken handlers; each failure was reported and contained.
-    await eventually(() => expect(state.handlerFailures).toBe(3));
+    await eventuallyPasses("three handler failures", () => expect(state.handlerFailures).toBe(3), WAIT_MS);
     expect(state.failures).toBe(0);
 
     // A handler added late first receives the objects already known.
@@ -265,33 +197,12 @@ describe("Informer against the real API server", () => {
   });
 
   it("reconnects with backoff after a network partition and misses nothing made meanwhile", async () => {
-    const ns = uniqueName("informer-cut");
-    await core.createNamespace({ body: { metadata: { name: ns } } });
-    cleanups.push(async () => {
-      await core.deleteNamespace({ name: ns });
-    });
+    const ns = await namespaces.create("informer-cut");
     for (const name of ["kept", "changed", "removed"]) {
       await core.createNamespacedConfigMap({ namespace: ns, body: configMap(ns, name, { v: "0" }) });
     }
-    const partition = await Partition.between(new URL(kc.getCurrentCluster()!.server));
-    cleanups.push(() => partition.close());
-    const state = observe();
-    const informer = new Informer({
-      kubeConfig: partition.kubeConfig(kc),
-      resource: configMaps,
-      namespace: ns,
-      backoff: { initialMs: 100, maxMs: 400 },
-      observer: state.observer,
-    });
-    cleanups.push(() => informer.stop());
-    const seen = record(informer);
-    informer.start();
-    await informer.waitForSync(AbortSignal.timeout(10_000));
-    // Let the watch connect before the partition: otherwise this only tests the first connection.
-    await new Promise((resolve) => setTimeout(resolve, 500));
-
-    partition.sever();
-    await eventually(() => expect(state.failures).toBeGreaterThanOrEqual(2));
+    const { proxy, state, informer, seen } = await syncedThroughProxy(ns, configMaps);
+    await partition(proxy, state);
     await core.patchNamespacedConfigMap(
       { namespace: ns, name: "changed", body: { data: { v: "1" } } },
       mergePatch,
@@ -299,15 +210,19 @@ describe("Informer against the real API server", () => {
     await core.deleteNamespacedConfigMap({ namespace: ns, name: "removed" });
     await core.createNamespacedConfigMap({ namespace: ns, body: configMap(ns, "added", { v: "1" }) });
     await compactEtcd();
-    partition.heal();
+    proxy.refuse(false);
 
-    await eventually(async () => {
-      const truth = await core.listNamespacedConfigMap({ namespace: ns });
-      expect(informer.keys().sort()).toEqual(truth.items.map((c) => `${ns}/${c.metadata?.name}`).sort());
-      expect(informer.get(`${ns}/changed`)?.metadata?.resourceVersion).toBe(
-        truth.items.find((c) => c.metadata?.name === "changed")?.metadata?.resourceVersion,
-      );
-    });
+    await eventuallyPasses(
+      "the informer's cache to match the API server",
+      async () => {
+        const truth = await core.listNamespacedConfigMap({ namespace: ns });
+        expect(informer.keys().sort()).toEqual(truth.items.map((c) => `${ns}/${c.metadata?.name}`).sort());
+        expect(informer.get(`${ns}/changed`)?.metadata?.resourceVersion).toBe(
+          truth.items.find((c) => c.metadata?.name === "changed")?.metadata?.resourceVersion,
+        );
+      },
+      WAIT_MS,
+    );
     const afterSync = seen.slice(3).map(({ type, key }) => ({ type, key }));
     expect(afterSync).toEqual(
       expect.arrayContaining([
@@ -325,11 +240,7 @@ describe("Informer against the real API server", () => {
     // watch-cache sizes disable it for events), so a watch from a compacted resourceVersion reaches
     // etcd and is answered 410. ConfigMaps are served from the watch cache, which keeps history
     // back to the API server's start and answers such a watch from memory, as the test above shows.
-    const ns = uniqueName("informer-gone");
-    await core.createNamespace({ body: { metadata: { name: ns } } });
-    cleanups.push(async () => {
-      await core.deleteNamespace({ name: ns });
-    });
+    const ns = await namespaces.create("informer-gone");
     const event = (name: string, message: string): CoreV1Event => ({
       metadata: { name, namespace: ns },
       involvedObject: { apiVersion: "v1", kind: "ConfigMap", name: "orders", namespace: ns },
@@ -340,25 +251,9 @@ describe("Informer against the real API server", () => {
     for (const name of ["kept", "changed", "removed"]) {
       await core.createNamespacedEvent({ namespace: ns, body: event(name, "first") });
     }
-    const partition = await Partition.between(new URL(kc.getCurrentCluster()!.server));
-    cleanups.push(() => partition.close());
-    const state = observe();
-    const informer = new Informer({
-      kubeConfig: partition.kubeConfig(kc),
-      resource: events,
-      namespace: ns,
-      backoff: { initialMs: 100, maxMs: 400 },
-      observer: state.observer,
-    });
-    cleanups.push(() => informer.stop());
-    const seen = record(informer);
-    informer.start();
-    await informer.waitForSync(AbortSignal.timeout(10_000));
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { proxy, state, informer, seen } = await syncedThroughProxy(ns, events);
     const staleVersion = informer.resourceVersion;
-
-    partition.sever();
-    await eventually(() => expect(state.failures).toBeGreaterThanOrEqual(2));
+    await partition(proxy, state);
     await core.patchNamespacedEvent(
       { namespace: ns, name: "changed", body: { message: "second" } },
       mergePatch,
@@ -367,9 +262,13 @@ describe("Informer against the real API server", () => {
     await core.createNamespacedEvent({ namespace: ns, body: event("added", "first") });
     const compactedAt = await compactEtcd();
     expect(Number(compactedAt)).toBeGreaterThan(Number(staleVersion));
-    partition.heal();
+    proxy.refuse(false);
 
-    await eventually(() => expect(state.lists).toEqual(["initial", "expired"]));
+    await eventuallyPasses(
+      "a relist after 410 Gone",
+      () => expect(state.lists).toEqual(["initial", "expired"]),
+      WAIT_MS,
+    );
     const truth = await core.listNamespacedEvent({ namespace: ns });
     expect(informer.keys().sort()).toEqual(truth.items.map((e) => `${ns}/${e.metadata?.name}`).sort());
     expect((informer.get(`${ns}/changed`) as CoreV1Event | undefined)?.message).toBe("second");

@@ -1,81 +1,16 @@
-import { connect, createServer, type Server, type Socket } from "node:net";
-import { CoordinationV1Api, CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LeaderElector, type LeaderElectorOptions } from "../../controller/kube/leader.ts";
-import { kubeConfig, uniqueName } from "../support/env.ts";
+import { uniqueName } from "../support/env.ts";
+import { apiServerAddress } from "../support/etcd.ts";
+import { FaultProxy } from "../support/fault-proxy.ts";
+import { kubeClients, kubeConfigThrough } from "../support/kube.ts";
+import { eventuallyPasses } from "../support/polling.ts";
 
 /** Short timings so that the tests take seconds: 3 s lease, 2 s renew deadline, 0.5 s retry. */
 const timings = { leaseDurationMs: 3_000, renewDeadlineMs: 2_000, retryPeriodMs: 500 };
-
-async function eventually(check: () => void | Promise<void>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-}
-
-/** A TCP relay to the API server that the test can cut (see kube-informer.test.ts). */
-class Partition {
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
-  #cut = false;
-
-  private constructor(server: Server) {
-    this.#server = server;
-  }
-
-  static async between(target: URL): Promise<Partition> {
-    const server = createServer();
-    const partition = new Partition(server);
-    server.on("connection", (client) => {
-      if (partition.#cut) return client.destroy();
-      const upstream = connect(Number(target.port), target.hostname);
-      for (const socket of [client, upstream]) {
-        partition.#sockets.add(socket);
-        socket.on("error", () => {});
-        socket.on("close", () => {
-          partition.#sockets.delete(socket);
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    return partition;
-  }
-
-  kubeConfig(base: KubeConfig): KubeConfig {
-    const address = this.#server.address();
-    const cluster = base.getCurrentCluster();
-    if (typeof address !== "object" || address === null || !cluster) throw new Error("relay not ready");
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ ...cluster, server: `https://127.0.0.1:${address.port}` }],
-      users: base.users,
-      contexts: base.contexts,
-      currentContext: base.getCurrentContext(),
-    });
-    return kc;
-  }
-
-  sever(): void {
-    this.#cut = true;
-    for (const socket of this.#sockets) socket.destroy();
-  }
-
-  async close(): Promise<void> {
-    this.sever();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-  }
-}
+/** How long an election may take before a test fails, unless the test says otherwise. */
+const ELECTION_MS = 10_000;
 
 /** A candidate plus what its callbacks saw. */
 interface Candidate {
@@ -88,9 +23,7 @@ interface Candidate {
 }
 
 describe("LeaderElector against the real API server", () => {
-  const kc = kubeConfig();
-  const core = kc.makeApiClient(CoreV1Api);
-  const leases = kc.makeApiClient(CoordinationV1Api);
+  const { kubeConfig: kc, core, leases } = kubeClients();
   const namespace = uniqueName("leader");
   const candidates: Candidate[] = [];
 
@@ -142,7 +75,7 @@ describe("LeaderElector against the real API server", () => {
     const lease = uniqueName("one");
     const a = candidate(lease, "replica-a");
     const b = candidate(lease, "replica-b");
-    await eventually(() => expect(leaderAmong([a, b])).toHaveLength(1));
+    await eventuallyPasses("one leader", () => expect(leaderAmong([a, b])).toHaveLength(1), ELECTION_MS);
     const [leader] = leaderAmong([a, b]);
     const follower = leader === a ? b : a;
     // Over several renew periods, never two leaders and never a change of leader.
@@ -166,7 +99,7 @@ describe("LeaderElector against the real API server", () => {
   it("hands over at once when the leader stops and releases the Lease", async () => {
     const lease = uniqueName("release");
     const a = candidate(lease, "replica-a");
-    await eventually(() => expect(a.elector.isLeader()).toBe(true));
+    await eventuallyPasses("a leads", () => expect(a.elector.isLeader()).toBe(true), ELECTION_MS);
     const b = candidate(lease, "replica-b");
     await new Promise((resolve) => setTimeout(resolve, 700));
     expect(b.elector.isLeader()).toBe(false);
@@ -174,7 +107,7 @@ describe("LeaderElector against the real API server", () => {
     const stoppedAt = performance.now();
     await a.elector.stop();
     expect(a.stoppedAt).toHaveLength(1);
-    await eventually(() => expect(b.elector.isLeader()).toBe(true));
+    await eventuallyPasses("b leads", () => expect(b.elector.isLeader()).toBe(true), ELECTION_MS);
     const handover = performance.now() - stoppedAt;
     // b did not wait for expiry (which takes at least the 3 s lease less a retry period), only for
     // its next try: one retry period plus jitter and the calls.
@@ -188,7 +121,7 @@ describe("LeaderElector against the real API server", () => {
   it("takes over from a leader that stops renewing without releasing, once the lease expires", async () => {
     const lease = uniqueName("crash");
     const a = candidate(lease, "replica-a", { releaseOnStop: false });
-    await eventually(() => expect(a.elector.isLeader()).toBe(true));
+    await eventuallyPasses("a leads", () => expect(a.elector.isLeader()).toBe(true), ELECTION_MS);
     const b = candidate(lease, "replica-b");
     await new Promise((resolve) => setTimeout(resolve, 700));
 
@@ -197,7 +130,7 @@ describe("LeaderElector against the real API server", () => {
     await a.elector.stop();
     const stored = await leases.readNamespacedLease({ namespace, name: lease });
     expect(stored.spec?.holderIdentity).toBe("replica-a");
-    await eventually(() => expect(b.elector.isLeader()).toBe(true), 6_000);
+    await eventuallyPasses("b leads", () => expect(b.elector.isLeader()).toBe(true), 6_000);
     const takeover = performance.now() - crashedAt;
     // b waits for the lease to expire as it observed it (last renewal at most one retry period
     // before the crash), and takes it within one more retry period.
@@ -209,15 +142,16 @@ describe("LeaderElector against the real API server", () => {
 
   it("steps down when it cannot renew within the renew deadline, before anyone else may lead", async () => {
     const lease = uniqueName("cut");
-    const partition = await Partition.between(new URL(kc.getCurrentCluster()!.server));
+    const proxy = await FaultProxy.start(apiServerAddress());
     try {
-      const a = candidate(lease, "replica-a", {}, partition.kubeConfig(kc));
-      await eventually(() => expect(a.elector.isLeader()).toBe(true));
+      const a = candidate(lease, "replica-a", {}, kubeConfigThrough(proxy, lease));
+      await eventuallyPasses("a leads", () => expect(a.elector.isLeader()).toBe(true), ELECTION_MS);
       const b = candidate(lease, "replica-b");
       await new Promise((resolve) => setTimeout(resolve, 700));
 
       const cutAt = performance.now();
-      partition.sever();
+      proxy.refuse(true);
+      proxy.cutConnections();
       await a.running;
       const steppedDown = a.stoppedAt[0]! - cutAt;
       expect(a.elector.isLeader()).toBe(false);
@@ -226,11 +160,11 @@ describe("LeaderElector against the real API server", () => {
       expect(steppedDown).toBeLessThan(timings.renewDeadlineMs + 2 * timings.retryPeriodMs);
       expect(a.errors.length).toBeGreaterThan(0);
       expect(b.elector.isLeader()).toBe(false);
-      await eventually(() => expect(b.elector.isLeader()).toBe(true), 6_000);
+      await eventuallyPasses("b leads", () => expect(b.elector.isLeader()).toBe(true), 6_000);
       expect(performance.now() - cutAt).toBeGreaterThan(steppedDown);
       await b.elector.stop();
     } finally {
-      await partition.close();
+      await proxy.close();
     }
   });
 });

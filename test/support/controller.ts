@@ -84,7 +84,9 @@ export async function startController(opts: {
     },
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
       await exited;
+      clearTimeout(killer);
     },
     metrics: async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
   };
