@@ -14,6 +14,8 @@ export default defineConfig({
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           globalSetup: ["test/env/global-setup.ts"],
+          // Lineage goes to the console by default; tests that check it choose their transport.
+          env: { SYNCGOV_LINEAGE: "none" },
           // Two cores: integration files share one set of servers and run one at a time.
           fileParallelism: false,
           testTimeout: 60_000,
