@@ -363,6 +363,11 @@ export const SyncJobStatus = z
       .optional()
       .describe("SyncRuns of this job that are queued or running."),
     lastScheduleTime: z.string().max(64).optional().describe("When the schedule last started a run."),
+    lastValidationTime: z
+      .string()
+      .max(64)
+      .optional()
+      .describe("When spec.validation.schedule last started a Validation run of a realtime job."),
     lastManualRequest: z
       .string()
       .max(256)

@@ -33,6 +33,9 @@ function input(
   };
 }
 
+const withStatus = (object: unknown, status: Record<string, unknown>) =>
+  ({ ...(object as object), status }) as never;
+
 const run = (name: string, over: Partial<RunSummary> = {}): RunSummary => ({
   name,
   phase: "Succeeded",
@@ -150,12 +153,18 @@ describe("decideJob", () => {
     const rt = loadYaml("test/examples/realtime-orders.yaml")[0]!;
     const base = input();
     (base.object as unknown as { spec: unknown }).spec = rt.spec;
-    expect(decideJob(base).create).toEqual([expect.objectContaining({ type: "Realtime" })]);
+    const first = decideJob(base);
+    expect(first.create).toContainEqual(expect.objectContaining({ type: "Realtime", trigger: "Stream" }));
+    // The example compares every 10 minutes: that fire is due too.
+    expect(first.create).toContainEqual(expect.objectContaining({ type: "Validation", trigger: "Schedule" }));
     const failedJustNow = {
       ...base,
       runs: [run("s1", { type: "Realtime", phase: "Failed", completionTime: "2026-11-22T11:59:58Z" })],
     };
-    const d = decideJob(failedJustNow);
+    const d = decideJob({
+      ...failedJustNow,
+      object: withStatus(failedJustNow.object, { lastValidationTime: "2026-11-22T12:00:00Z" }),
+    });
     expect(d.create).toEqual([]);
     expect(d.requeueAfterMs).toBe(8_000);
   });
@@ -169,11 +178,16 @@ describe("decideJob", () => {
       phase: "Running",
       breaker: { state: "Closed", bufferedRecords: 42 },
     });
-    const d = decideJob({ ...base, runs: [session] });
-    expect(d.status?.breaker).toMatchObject({ state: "Closed", bufferedRecords: 42 });
-    expect(d.create).toEqual([expect.objectContaining({ type: "Compensation" })]);
-    const open = decideJob({
+    // The validation schedule has just fired, so only the compensation is due.
+    const quiet = {
       ...base,
+      object: withStatus(base.object, { lastValidationTime: "2026-11-22T12:00:00Z" }),
+    };
+    const d = decideJob({ ...quiet, runs: [session] });
+    expect(d.status?.breaker).toMatchObject({ state: "Closed", bufferedRecords: 42 });
+    expect(d.create.map((r) => r.type)).toEqual(["Compensation"]);
+    const open = decideJob({
+      ...quiet,
       runs: [{ ...session, breaker: { state: "Open", bufferedRecords: 42 } }],
     });
     expect(open.create).toEqual([]);

@@ -347,29 +347,45 @@ export function decideJob(input: JobInput): JobDecision {
         });
     }
     // The schedule: at most one run per missed fire (as CronJob, missed fires are not replayed).
-    if (job.spec.schedule) {
-      const cron = new Cron(job.spec.schedule, {
-        paused: true,
-        mode: "5-part",
-        timezone: job.spec.timeZone ?? "UTC",
-      });
-      const since = new Date(
-        current.lastScheduleTime ?? object.metadata?.creationTimestamp ?? now.toISOString(),
-      );
-      const due = cron.nextRun(since);
+    // Schedules: the job's own (batch runs; a hybrid job's scheduled compare) and the realtime
+    // compare (spec.validation.schedule). At most one run per missed fire, as CronJob.
+    const fire = (
+      schedule: string | undefined,
+      last: string | undefined,
+      kind: string,
+      type: NewRun["type"],
+      record: (at: string) => void,
+    ) => {
+      if (!schedule) return;
+      const cron = new Cron(schedule, { paused: true, mode: "5-part", timezone: job.spec.timeZone ?? "UTC" });
+      const due = cron.nextRun(new Date(last ?? object.metadata?.creationTimestamp ?? now.toISOString()));
       if (due && due.getTime() <= now.getTime()) {
         decision.create.push({
-          name: runName(job.metadata.name ?? "job", "s", due),
-          type: job.spec.mode === "hybrid" ? "Validation" : "Batch",
+          name: runName(job.metadata.name ?? "job", kind, due),
+          type,
           trigger: "Schedule",
         });
-        status.lastScheduleTime = kubeTime(now);
+        record(kubeTime(now));
         const next = cron.nextRun(now);
         if (next) soonest(next.getTime() - now.getTime());
       } else if (due) {
         soonest(due.getTime() - now.getTime());
       }
       cron.stop();
+    };
+    fire(
+      job.spec.schedule,
+      current.lastScheduleTime,
+      "s",
+      job.spec.mode === "hybrid" ? "Validation" : "Batch",
+      (at) => {
+        status.lastScheduleTime = at;
+      },
+    );
+    if (job.spec.mode === "realtime" && job.spec.validation?.enabled !== false) {
+      fire(job.spec.validation?.schedule, current.lastValidationTime, "v", "Validation", (at) => {
+        status.lastValidationTime = at;
+      });
     }
     // Compensation: once the breaker has closed again, replay what the session buffered meanwhile.
     const buffered = status.breaker?.bufferedRecords ?? 0;
@@ -390,7 +406,8 @@ export function decideJob(input: JobInput): JobDecision {
       const token = createHash("sha256").update(requested).digest("hex").slice(0, 8);
       decision.create.push({
         name: `${(job.metadata.name ?? "job").slice(0, 240)}-m${token}`,
-        type: "Batch",
+        // A stream has no batch copy: a manual run of a Kafka-sourced job is a compare.
+        type: job.spec.source.kafka ? "Validation" : "Batch",
         trigger: "Manual",
       });
       status.lastManualRequest = requested;
