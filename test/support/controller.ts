@@ -29,6 +29,7 @@ export async function startController(opts: {
   extraArgs?: string[];
   /** Default: the test kubeconfig. */
   kubeconfig?: string;
+  env?: Record<string, string>;
 }): Promise<RunningController> {
   const port = 19000 + (process.pid % 500) * 2 + (nextPort++ % 2);
   const logFile = join(testEnv().runDir, `controller-${opts.identity}.log`);
@@ -56,7 +57,10 @@ export async function startController(opts: {
       String(opts.retryPeriod ?? 1),
       ...(opts.extraArgs ?? []),
     ],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SYNCGOV_LOG_LEVEL: "info" } },
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, KAFKA_BROKERS: testEnv().kafkaBrokers, SYNCGOV_LOG_LEVEL: "info", ...opts.env },
+    },
   );
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
