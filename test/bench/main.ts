@@ -9,9 +9,14 @@ interface Bench {
 
 const benches: Readonly<Record<string, () => Promise<Bench>>> = {
   registry: () => import("./registry.ts"),
+  admission: () => import("./admission.ts"),
+  sync: () => import("./sync.ts"),
 };
 
-const names = process.argv.slice(2);
+// Options (`--name value` or `--name=value`) belong to the benches, which read process.argv themselves.
+const names = process.argv
+  .slice(2)
+  .filter((arg, i, args) => !arg.startsWith("--") && !/^--[^=]+$/.test(args[i - 1] ?? ""));
 const unknown = names.filter((name) => !Object.hasOwn(benches, name));
 if (unknown.length > 0) {
   console.error(`unknown bench ${unknown.join(", ")}; available: ${Object.keys(benches).join(", ")}`);

@@ -1,0 +1,498 @@
+import type { Kafka, Producer } from "kafkajs";
+import { Partitioners } from "kafkajs";
+import pg from "pg";
+import pino from "pino";
+import { quoteTable } from "../../controller/api/identifiers.ts";
+import { SyncJobSpec } from "../../controller/api/syncjob.ts";
+import { SyncRunSpec } from "../../controller/api/syncrun.ts";
+import { connectKafka, ensureTopic, jobConsumerGroup } from "../../controller/connectors/kafka/cluster.ts";
+import { executeRun, type RunInput, type RunResult } from "../../controller/runner/run.ts";
+import { createStreamRunner, DEFAULT_MAX_ROWS_PER_CHUNK } from "../../controller/runner/stream.ts";
+import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
+import { type Environment, startEnvironment } from "../env/services/environment.ts";
+import { table } from "./measure.ts";
+
+/**
+ * The data plane's throughput against its raw ceilings, on real servers started for the run:
+ *
+ * - Kafka → PostgreSQL: a Realtime run (executeRun with the stream runner, as the in-process executor
+ *   runs it) reads `records` keyed JSON records from a 3-partition topic into an empty table; timed
+ *   from the start of the run until the table holds every row.
+ * - table → table: a Batch run copies a generate_series table of the same size into an empty table
+ *   (the run includes the validation a Batch run does by default).
+ * - raw consume: a bare kafkajs consumer (eachBatch, auto-commit, a fresh group) reads the same topic
+ *   from the beginning to the end, without decoding the records.
+ * - raw write: the same rows written into a fresh table of the same shape by a bare multi-row INSERT
+ *   from unnest() in the stream's chunk size, and by COPY; the faster is the ceiling.
+ *
+ * The last line is the JSON summary; ratio is the Kafka → PostgreSQL rate over the smaller ceiling.
+ * `--records N` sets the size (default 1,000,000).
+ */
+
+const PARTITIONS = 3;
+/** The stream runner's default chunk (StreamRunnerOptions.maxRowsPerChunk): rows per upsert. */
+const STREAM_CHUNK_ROWS = DEFAULT_MAX_ROWS_PER_CHUNK;
+/** Records per produce request while filling the topic, and sends in flight. */
+const PRODUCE_BATCH = 5000;
+const PRODUCE_CONCURRENCY = 2;
+/** Rows per COPY statement of the raw write. */
+const COPY_ROWS = 50_000;
+const POLL_MS = 500;
+const NAMESPACE = "bench";
+
+const COLUMNS_SQL = `id int8 PRIMARY KEY, name text NOT NULL, category text NOT NULL,
+  amount numeric(12,2) NOT NULL, quantity int4 NOT NULL, updated_at timestamptz NOT NULL`;
+const CATEGORIES = ["books", "garden", "music", "sports", "toys"] as const;
+const EPOCH_MS = Date.UTC(2025, 0, 1);
+
+/** The i-th row (1-based), as the topic carries it and the raw write writes it. */
+interface OrderRow {
+  readonly id: number;
+  readonly name: string;
+  readonly category: string;
+  readonly amount: string;
+  readonly quantity: number;
+  readonly updated_at: string;
+}
+
+function orderRow(i: number): OrderRow {
+  const cents = i % 100_000;
+  return {
+    id: i,
+    name: `customer ${i}`,
+    category: CATEGORIES[i % CATEGORIES.length]!,
+    amount: `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, "0")}`,
+    quantity: i % 1000,
+    updated_at: new Date(EPOCH_MS + i * 1000).toISOString(),
+  };
+}
+
+/** The same rows in SQL, for the table → table source. */
+function generatedRowsSql(records: number): string {
+  return `SELECT g, 'customer ' || g, (ARRAY['books','garden','music','sports','toys'])[g % 5 + 1],
+    (g % 100000) / 100.0, g % 1000, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
+    FROM generate_series(1, ${records}) AS g`;
+}
+
+function recordsOption(): number {
+  const args = process.argv;
+  const i = args.findIndex((a) => a === "--records" || a.startsWith("--records="));
+  if (i < 0) return 1_000_000;
+  const text = args[i]!.includes("=") ? args[i]!.slice("--records=".length) : (args[i + 1] ?? "");
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--records needs a positive integer, not ${text}`);
+  return n;
+}
+
+interface Measured {
+  readonly name: string;
+  readonly rows: number;
+  readonly seconds: number;
+  /** Seconds from the start until the first row arrived, where it is known. */
+  readonly firstRowSeconds?: number | undefined;
+  readonly note?: string;
+}
+
+const rate = (m: Measured) => m.rows / m.seconds;
+const now = () => performance.now() / 1000;
+const progress = (line: string) => console.error(`sync bench: ${line}`);
+
+async function produceTopic(kafka: Kafka, topic: string, records: number): Promise<number> {
+  const producer: Producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  const started = now();
+  try {
+    let next = 1;
+    const worker = async () => {
+      while (next <= records) {
+        const first = next;
+        const last = Math.min(records, first + PRODUCE_BATCH - 1);
+        next = last + 1;
+        const messages = [];
+        for (let i = first; i <= last; i++) {
+          messages.push({ key: String(i), value: JSON.stringify(orderRow(i)) });
+        }
+        await producer.send({ topic, acks: 1, messages });
+      }
+    };
+    await Promise.all(Array.from({ length: PRODUCE_CONCURRENCY }, worker));
+  } finally {
+    await producer.disconnect();
+  }
+  return now() - started;
+}
+
+async function countRows(pool: pg.Pool, name: string): Promise<number> {
+  const result = await pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${quoteTable(name)}`);
+  return Number(result.rows[0]!.n);
+}
+
+/**
+ * Runs the job's Realtime session until the target holds `records` rows, then stops it. The run's
+ * progress (reported every 200 ms) says when to look; count(*) on the table decides.
+ */
+async function kafkaToPostgres(
+  env: Environment,
+  kafka: Kafka,
+  pool: pg.Pool,
+  topic: string,
+  target: string,
+  records: number,
+  log: pino.Logger,
+): Promise<Measured> {
+  const job = "orders-stream";
+  const stop = new AbortController();
+  const input: RunInput = {
+    run: { namespace: NAMESPACE, name: `${job}-realtime` },
+    job: {
+      namespace: NAMESPACE,
+      name: job,
+      spec: SyncJobSpec.parse({
+        mode: "realtime",
+        source: { kafka: { topic, startFrom: "earliest" } },
+        target: { sql: { connectionSecretRef: { name: "db" }, table: target, keyColumns: ["id"] } },
+      }),
+    },
+    spec: SyncRunSpec.parse({ jobName: job, type: "Realtime", trigger: "Stream" }),
+    connections: { target: env.postgres.url, kafkaBrokers: env.kafka.brokers.split(",") },
+    signal: stop.signal,
+  };
+  let written = 0;
+  let firstRowAt: number | undefined;
+  const started = now();
+  const run = executeRun(input, {
+    stream: createStreamRunner({ logger: log }),
+    log,
+    progressIntervalMs: 200,
+    onProgress: (counts) => {
+      written = counts.rowsWritten;
+      if (written > 0) firstRowAt ??= now();
+    },
+  });
+  let finished: RunResult | undefined;
+  void run.then((result) => {
+    finished = result;
+  });
+  let seconds: number | undefined;
+  let lastReport = started;
+  while (seconds === undefined) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (finished) throw new Error(`the realtime run ended early: ${finished.phase}: ${finished.message}`);
+    if (written >= records && (await countRows(pool, target)) >= records) seconds = now() - started;
+    else if (now() - lastReport >= 10) {
+      lastReport = now();
+      progress(`realtime run: ${written.toLocaleString("en-US")} rows written`);
+    }
+  }
+  stop.abort();
+  const result = await run;
+  if (result.phase !== "Cancelled") throw new Error(`realtime run ${result.phase}: ${result.message}`);
+  const { spec } = input.job;
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin
+    .deleteTopics({
+      topics: [deadLetterTopicOf(NAMESPACE, job, spec), bufferTopicOf(NAMESPACE, job, spec)],
+    })
+    .catch(() => {});
+  await admin.deleteGroups([jobConsumerGroup(NAMESPACE, job)]).catch(() => {});
+  await admin.disconnect();
+  return {
+    name: "Kafka → PostgreSQL (Realtime run)",
+    rows: records,
+    seconds,
+    firstRowSeconds: firstRowAt === undefined ? undefined : firstRowAt - started,
+    note: `${result.counts.rowsRead} read, ${result.counts.rowsWritten} written, chunks of ${STREAM_CHUNK_ROWS}`,
+  };
+}
+
+/** A bare kafkajs consumer with kafkajs defaults: counts messages, decodes nothing. */
+async function rawConsume(kafka: Kafka, topic: string, records: number): Promise<Measured> {
+  const groupId = `syncgov-bench-raw-${Date.now().toString(36)}`;
+  const consumer = kafka.consumer({ groupId });
+  const started = now();
+  let firstAt: number | undefined;
+  let seen = 0;
+  let done!: () => void;
+  const all = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  await consumer.run({
+    autoCommit: true,
+    eachBatch: async ({ batch }) => {
+      firstAt ??= now();
+      seen += batch.messages.length;
+      if (seen >= records) done();
+    },
+  });
+  await all;
+  const seconds = now() - started;
+  await consumer.disconnect();
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.deleteGroups([groupId]).catch(() => {});
+  await admin.disconnect();
+  return {
+    name: "raw kafkajs consumer (eachBatch)",
+    rows: seen,
+    seconds,
+    firstRowSeconds: firstAt === undefined ? undefined : firstAt - started,
+    note: "kafkajs defaults, no decoding",
+  };
+}
+
+/** One array per column, in column order, for rows first..last. */
+function columnArrays(first: number, last: number): unknown[][] {
+  const ids: string[] = [];
+  const names: string[] = [];
+  const categories: string[] = [];
+  const amounts: string[] = [];
+  const quantities: number[] = [];
+  const updated: string[] = [];
+  for (let i = first; i <= last; i++) {
+    const row = orderRow(i);
+    ids.push(String(row.id));
+    names.push(row.name);
+    categories.push(row.category);
+    amounts.push(row.amount);
+    quantities.push(row.quantity);
+    updated.push(row.updated_at);
+  }
+  return [ids, names, categories, amounts, quantities, updated];
+}
+
+const COLUMN_LIST = "id, name, category, amount, quantity, updated_at";
+
+async function rawInsert(pool: pg.Pool, target: string, records: number): Promise<Measured> {
+  const client = await pool.connect();
+  const sql = `INSERT INTO ${quoteTable(target)} (${COLUMN_LIST})
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::numeric[], $5::int4[], $6::timestamptz[])`;
+  const started = now();
+  try {
+    for (let first = 1; first <= records; first += STREAM_CHUNK_ROWS) {
+      await client.query(sql, columnArrays(first, Math.min(records, first + STREAM_CHUNK_ROWS - 1)));
+    }
+  } finally {
+    client.release();
+  }
+  return {
+    name: `raw INSERT … unnest (${STREAM_CHUNK_ROWS}-row batches)`,
+    rows: records,
+    seconds: now() - started,
+  };
+}
+
+/** COPY … FROM STDIN text-format lines for rows first..last (no value needs escaping). */
+function copyText(first: number, last: number): string {
+  const lines: string[] = [];
+  for (let i = first; i <= last; i++) {
+    const r = orderRow(i);
+    lines.push(`${r.id}\t${r.name}\t${r.category}\t${r.amount}\t${r.quantity}\t${r.updated_at}\n`);
+  }
+  return lines.join("");
+}
+
+/**
+ * COPY … FROM STDIN through pg's submittable-query hook. pg itself has no COPY FROM API (that is the
+ * pg-copy-streams package, not a dependency here); the hook and the connection's copy messages are
+ * what that package uses, and a single in-memory payload per statement needs nothing more.
+ */
+class CopyIn {
+  readonly text: string;
+  readonly #payload: Buffer;
+  readonly #done: (error?: Error) => void;
+  #error: Error | undefined;
+
+  constructor(text: string, payload: string, done: (error?: Error) => void) {
+    this.text = text;
+    this.#payload = Buffer.from(payload);
+    this.#done = done;
+  }
+
+  submit(connection: CopyConnection): void {
+    connection.query(this.text);
+  }
+
+  handleCopyInResponse(connection: CopyConnection): void {
+    for (let at = 0; at < this.#payload.length; at += 64 * 1024) {
+      connection.sendCopyFromChunk(this.#payload.subarray(at, at + 64 * 1024));
+    }
+    connection.endCopyFrom();
+  }
+
+  handleCommandComplete(): void {}
+
+  handleError(error: Error): void {
+    this.#error = error;
+  }
+
+  handleReadyForQuery(): void {
+    this.#done(this.#error);
+  }
+}
+
+interface CopyConnection {
+  query(text: string): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  endCopyFrom(): void;
+}
+
+async function rawCopy(pool: pg.Pool, target: string, records: number): Promise<Measured> {
+  const client = await pool.connect();
+  const sql = `COPY ${quoteTable(target)} (${COLUMN_LIST}) FROM STDIN`;
+  const started = now();
+  try {
+    for (let first = 1; first <= records; first += COPY_ROWS) {
+      const payload = copyText(first, Math.min(records, first + COPY_ROWS - 1));
+      await new Promise<void>((resolve, reject) => {
+        const copy = new CopyIn(sql, payload, (error) => (error ? reject(error) : resolve()));
+        (client as unknown as { query(submittable: CopyIn): void }).query(copy);
+      });
+    }
+  } finally {
+    client.release();
+  }
+  return {
+    name: `raw COPY FROM STDIN (${COPY_ROWS}-row statements)`,
+    rows: records,
+    seconds: now() - started,
+  };
+}
+
+async function tableToTable(
+  env: Environment,
+  source: string,
+  target: string,
+  records: number,
+  log: pino.Logger,
+): Promise<Measured> {
+  const job = "orders-copy";
+  const input: RunInput = {
+    run: { namespace: NAMESPACE, name: `${job}-batch` },
+    job: {
+      namespace: NAMESPACE,
+      name: job,
+      spec: SyncJobSpec.parse({
+        mode: "batch",
+        schedule: "0 2 * * *",
+        source: { sql: { connectionSecretRef: { name: "db" }, table: source } },
+        target: { sql: { connectionSecretRef: { name: "db" }, table: target, keyColumns: ["id"] } },
+      }),
+    },
+    spec: SyncRunSpec.parse({ jobName: job, type: "Batch" }),
+    connections: { source: env.postgres.url, target: env.postgres.url },
+  };
+  const started = now();
+  const result = await executeRun(input, { log });
+  const seconds = now() - started;
+  if (result.phase !== "Succeeded") throw new Error(`batch run ${result.phase}: ${result.message}`);
+  if (result.counts.rowsWritten !== records) {
+    throw new Error(`batch run wrote ${result.counts.rowsWritten} of ${records} rows`);
+  }
+  return {
+    name: "table → table (Batch run)",
+    rows: records,
+    seconds,
+    note: `validation ${result.validation?.result ?? "none"}, 2000-row pages and upserts`,
+  };
+}
+
+export async function run(): Promise<void> {
+  const records = recordsOption();
+  const log = pino({ level: "warn" }, pino.destination(2));
+  const env = await startEnvironment(progress);
+  const pool = new pg.Pool({ connectionString: env.postgres.url, max: 3 });
+  pool.on("error", () => {});
+  const suffix = Date.now().toString(36);
+  const topic = `bench.sync.orders.${suffix}`;
+  const tables = {
+    stream: `bench_sync_stream_${suffix}`,
+    insert: `bench_sync_insert_${suffix}`,
+    copy: `bench_sync_copy_${suffix}`,
+    source: `bench_sync_source_${suffix}`,
+    copied: `bench_sync_copied_${suffix}`,
+  };
+  const kafka = connectKafka({
+    brokers: env.kafka.brokers.split(","),
+    clientId: "syncgov-bench",
+    logger: log,
+  });
+  try {
+    for (const name of [tables.stream, tables.insert, tables.copy, tables.source, tables.copied]) {
+      await pool.query(`CREATE TABLE ${quoteTable(name)} (${COLUMNS_SQL})`);
+    }
+    const admin = kafka.admin();
+    await admin.connect();
+    await ensureTopic(admin, topic, { partitions: PARTITIONS });
+    await admin.disconnect();
+    progress(
+      `producing ${records.toLocaleString("en-US")} records to ${topic} (${PARTITIONS} partitions)...`,
+    );
+    const produced = await produceTopic(kafka, topic, records);
+    progress(`produced in ${produced.toFixed(1)} s; Kafka → PostgreSQL...`);
+    const stream = await kafkaToPostgres(env, kafka, pool, topic, tables.stream, records, log);
+    progress("raw consumer...");
+    const consume = await rawConsume(kafka, topic, records);
+    progress("raw INSERT...");
+    const insert = await rawInsert(pool, tables.insert, records);
+    progress("raw COPY...");
+    const copy = await rawCopy(pool, tables.copy, records);
+    progress("table → table...");
+    await pool.query(`INSERT INTO ${quoteTable(tables.source)} ${generatedRowsSql(records)}`);
+    await pool.query(`VACUUM ANALYZE ${quoteTable(tables.source)}`);
+    const batch = await tableToTable(env, tables.source, tables.copied, records, log);
+
+    for (const [m, name] of [
+      [insert, tables.insert],
+      [copy, tables.copy],
+    ] as const) {
+      const n = await countRows(pool, name);
+      if (n !== records) throw new Error(`${m.name} left ${n} of ${records} rows`);
+    }
+    const rawWrite = rate(insert) >= rate(copy) ? insert : copy;
+    const ceiling = Math.min(rate(consume), rate(rawWrite));
+    const measured = [stream, batch, consume, insert, copy];
+    console.log(
+      table(
+        ["path", "rows", "seconds", "rows/s", "first row s", "note"],
+        measured.map((m) => [
+          m.name,
+          m.rows.toLocaleString("en-US"),
+          m.seconds.toFixed(2),
+          Math.round(rate(m)).toLocaleString("en-US"),
+          m.firstRowSeconds === undefined ? "-" : m.firstRowSeconds.toFixed(2),
+          m.note ?? "",
+        ]),
+      ),
+    );
+    const ratio = rate(stream) / ceiling;
+    console.log("");
+    console.log(
+      `${ratio >= 0.7 ? "met   " : "MISSED"}  Kafka → PostgreSQL at least 0.7 of the smaller ceiling: ${ratio.toFixed(2)} (ceiling ${rate(consume) <= rate(rawWrite) ? "raw consume" : "raw write"}; raw write is ${rawWrite === copy ? "COPY" : "INSERT … unnest"})`,
+    );
+    console.log(`(topic produced in ${produced.toFixed(1)} s; Node ${process.version})`);
+    console.log(
+      JSON.stringify({
+        bench: "sync",
+        records,
+        kafka_to_pg_rows_per_s: Math.round(rate(stream)),
+        table_to_table_rows_per_s: Math.round(rate(batch)),
+        raw_consume_per_s: Math.round(rate(consume)),
+        raw_write_per_s: Math.round(rate(rawWrite)),
+        ratio: Number(ratio.toFixed(3)),
+      }),
+    );
+  } finally {
+    const admin = kafka.admin();
+    await admin.connect().catch(() => {});
+    await admin.deleteTopics({ topics: [topic] }).catch(() => {});
+    await admin.disconnect().catch(() => {});
+    for (const name of Object.values(tables)) {
+      await pool.query(`DROP TABLE IF EXISTS ${quoteTable(name)}`).catch(() => {});
+    }
+    await pool.end();
+    await env.stop();
+  }
+}
