@@ -9,49 +9,33 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
-import pg from "pg";
 import pino from "pino";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { SyncRunStatus } from "../../controller/api/syncrun.ts";
-import {
-  connectKafka,
-  ensureTopic,
-  jobConsumerGroup,
-  produceJson,
-} from "../../controller/connectors/kafka/cluster.ts";
+import { afterAll, describe, expect, it } from "vitest";
 import { LineageEmitter } from "../../controller/lineage/emitter.ts";
 import type { RunEvent } from "../../controller/lineage/events.ts";
 import { ConsoleTransport } from "../../controller/lineage/transports.ts";
-import { SYNCJOBS, SYNCRUNS } from "../../controller/reconcile/objects.ts";
-import { type ClusterRunOutcome, type RunRef, runSyncRun } from "../../controller/runner/cluster.ts";
 import { ChildProcessExecutor } from "../../controller/runner/executors.ts";
 import { OpenLineageSink } from "../../controller/runner/lineage-sink.ts";
 import { createStreamRunner } from "../../controller/runner/stream.ts";
-import { eventually } from "../support/controller.ts";
-import { kubeConfig, testEnv, uniqueName } from "../support/env.ts";
-import { installCrds } from "../support/kubectl.ts";
+import { testEnv } from "../support/env.ts";
+import { kafkaToPostgres } from "../support/kafka.ts";
+import { realtimeRuns, runNamespace } from "../support/runner.ts";
 
 const env = testEnv();
-const kc = kubeConfig();
-const custom = kc.makeApiClient(CustomObjectsApi);
-const core = kc.makeApiClient(CoreV1Api);
-const pool = new pg.Pool({ connectionString: env.databaseUrl, max: 3 });
+const streams = kafkaToPostgres();
+const pool = streams.tables.pool;
 pool.on("error", () => {});
 const brokers = env.kafkaBrokers.split(",");
-const kafka = connectKafka({ brokers, clientId: "syncgov-test" });
-const namespace = uniqueName("realtime");
+const ns = runNamespace("realtime");
+const namespace = ns.name;
 const password = decodeURIComponent(new URL(env.databaseUrl).password);
-const topics: string[] = [];
-const groups: string[] = [];
-const tables: string[] = [];
 
 /** The runner's log lines, kept in the run directory for when a test fails. */
 const log = pino(
   { level: "info" },
   pino.destination({ dest: join(env.runDir, `${namespace}.log`), sync: false }),
 );
-const streamRunner = createStreamRunner({ pollIntervalMs: 250, statusIntervalMs: 250, logger: log });
+afterAll(() => log.flush());
 
 /** Every lineage event the in-process runs emit. */
 const lineageEvents: RunEvent[] = [];
@@ -62,120 +46,18 @@ const lineage = new OpenLineageSink({
   namespace: "syncgov-test",
 });
 
-beforeAll(async () => {
-  await installCrds();
-  await core.createNamespace({ body: { metadata: { name: namespace } } });
-  await core.createNamespacedSecret({
-    namespace,
-    body: { metadata: { name: "db" }, stringData: { url: env.databaseUrl } },
-  });
-}, 120_000);
-
-/** Sessions a test started: stopped after it, whatever its outcome. */
-const sessions: { stop(): Promise<ClusterRunOutcome> }[] = [];
-afterEach(async () => {
-  for (const session of sessions.splice(0)) await session.stop();
+const runs = realtimeRuns(ns, streams, {
+  log,
+  lineage,
+  stream: createStreamRunner({ pollIntervalMs: 250, statusIntervalMs: 250, logger: log }),
 });
-
-afterAll(async () => {
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.deleteGroups(groups).catch(() => {});
-  await admin.deleteTopics({ topics }).catch(() => {});
-  await admin.disconnect();
-  await core.deleteNamespace({ name: namespace }).catch(() => {});
-  for (const table of tables) await pool.query(`DROP TABLE IF EXISTS ${table}`);
-  await pool.end();
-  log.flush();
-});
-
-interface StreamJob {
-  readonly job: string;
-  readonly topic: string;
-  readonly table: string;
-}
 
 /** A topic of 3 partitions, a target table and a realtime SyncJob between them, with email hashed. */
-async function streamJob(prefix: string): Promise<StreamJob> {
-  const job = uniqueName(prefix);
-  const topic = `${job}.orders`;
-  const table = job.replaceAll("-", "_");
-  topics.push(topic, `syncgov.buffer.${namespace}.${job}`, `syncgov.dlq.${namespace}.${job}`);
-  groups.push(jobConsumerGroup(namespace, job), `syncgov.buffer.${namespace}.${job}.replay`);
-  tables.push(table);
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopic(admin, topic, { partitions: 3 });
-  await admin.disconnect();
-  await pool.query(
-    `CREATE TABLE ${table} (id int8 PRIMARY KEY, name text NOT NULL, amount numeric, email text, seq int8 NOT NULL)`,
-  );
-  await custom.createNamespacedCustomObject({
-    ...SYNCJOBS,
-    namespace,
-    body: {
-      apiVersion: "syncgov.io/v1alpha1",
-      kind: "SyncJob",
-      metadata: { name: job },
-      spec: {
-        mode: "realtime",
-        source: { kafka: { topic } },
-        target: { sql: { connectionSecretRef: { name: "db" }, table, keyColumns: ["id"] } },
-        masking: [{ column: "email", transform: "hash" }],
-      },
-    },
+function streamJob(prefix: string) {
+  return runs.createJob(prefix, {
+    columns: "id int8 PRIMARY KEY, name text NOT NULL, amount numeric, email text, seq int8 NOT NULL",
+    spec: { masking: [{ column: "email", transform: "hash" }] },
   });
-  return { job, topic, table };
-}
-
-async function createRun(job: string, type: string): Promise<RunRef> {
-  const name = uniqueName(`${type.toLowerCase()}-${job}`.slice(0, 40));
-  await custom.createNamespacedCustomObject({
-    ...SYNCRUNS,
-    namespace,
-    body: {
-      apiVersion: "syncgov.io/v1alpha1",
-      kind: "SyncRun",
-      metadata: { name },
-      spec: { jobName: job, type },
-    },
-  });
-  return { namespace, name };
-}
-
-async function runStatus(ref: RunRef): Promise<SyncRunStatus> {
-  return (
-    ((await custom.getNamespacedCustomObject({ ...SYNCRUNS, ...ref })) as { status?: SyncRunStatus })
-      .status ?? {}
-  );
-}
-
-function execute(ref: RunRef, signal?: AbortSignal): Promise<ClusterRunOutcome> {
-  return runSyncRun(ref, {
-    kubeConfig: kc,
-    signal,
-    log,
-    lineage,
-    stream: streamRunner,
-    kafkaBrokers: brokers,
-  });
-}
-
-/** Starts the job's realtime session; stop() cancels it and returns its outcome. */
-async function startSession(job: string) {
-  const ref = await createRun(job, "Realtime");
-  const cancel = new AbortController();
-  const done = execute(ref, cancel.signal);
-  const session = {
-    ref,
-    done,
-    stop: async () => {
-      cancel.abort();
-      return done;
-    },
-  };
-  sessions.push(session);
-  return session;
 }
 
 interface Order {
@@ -207,14 +89,6 @@ function orders(keys: number, updates: number, firstSeq = 1): Order[] {
   return out;
 }
 
-async function produce(topic: string, records: readonly Order[]): Promise<void> {
-  await produceJson(
-    kafka,
-    topic,
-    records.map((r) => ({ key: String(r.id), value: r })),
-  );
-}
-
 /** The latest order per id, as the target should hold it (email hashed, as the job masks it). */
 function latestPerKey(records: readonly Order[]): Map<number, Order> {
   const latest = new Map<number, Order>();
@@ -241,15 +115,13 @@ describe("realtime session", () => {
     const { job, topic, table } = await streamJob("rt");
     const records = orders(2000, 5);
     expect(records).toHaveLength(10_000);
-    const session = await startSession(job);
-    await produce(topic, records);
+    const session = await runs.startSession(job);
+    await runs.produce(topic, records);
 
-    const caughtUp = await eventually(
+    const caughtUp = await runs.until(
+      session.ref,
       "the session to read every record",
-      async () => {
-        const s = await runStatus(session.ref);
-        return s.phase === "Running" && (s.rowsRead ?? 0) >= records.length ? s : undefined;
-      },
+      (s) => (s.rowsRead ?? 0) >= records.length,
       90_000,
     );
     expect(caughtUp.breaker).toMatchObject({ state: "Closed", bufferedRecords: 0 });
@@ -258,15 +130,15 @@ describe("realtime session", () => {
     const stopped = await session.stop();
     expect(stopped.phase).toBe("Cancelled");
     expect(stopped.result?.counts).toMatchObject({ rowsRead: 10_000, rowsRejected: 0 });
-    const final = await runStatus(session.ref);
+    const final = await ns.runStatus(session.ref);
     expect(final).toMatchObject({ phase: "Cancelled", rowsRead: 10_000, rowsBuffered: 0 });
 
     expect(await targetRows(table)).toEqual(latestPerKey(records));
 
-    const validation = await createRun(job, "Validation");
-    const outcome = await execute(validation);
+    const validation = await ns.createRun(job, { type: "Validation" });
+    const outcome = await runs.execute(validation);
     expect(outcome.phase).toBe("Succeeded");
-    const status = await runStatus(validation);
+    const status = await ns.runStatus(validation);
     expect(status.validation).toMatchObject({ result: "Passed", sourceRows: 2000, targetRows: 2000 });
     expect(status.validation!.sourceChecksum).toBe(status.validation!.targetChecksum);
     expect(status.conditions?.find((c) => c.type === "Validated")).toMatchObject({
@@ -278,17 +150,20 @@ describe("realtime session", () => {
   it("fails validation when the target lost a row, naming both counts", async () => {
     const { job, topic, table } = await streamJob("rtv");
     const records = orders(50, 2);
-    await produce(topic, records);
-    const session = await startSession(job);
-    await eventually("the session to catch up", async () =>
-      ((await runStatus(session.ref)).rowsRead ?? 0) >= records.length ? true : undefined,
+    await runs.produce(topic, records);
+    const session = await runs.startSession(job);
+    await runs.until(
+      session.ref,
+      "the session to catch up",
+      (s) => (s.rowsRead ?? 0) >= records.length,
+      30_000,
     );
     await session.stop();
     await pool.query(`DELETE FROM ${table} WHERE id = 7`);
 
-    const validation = await createRun(job, "Validation");
-    expect((await execute(validation)).phase).toBe("Succeeded");
-    const status = await runStatus(validation);
+    const validation = await ns.createRun(job, { type: "Validation" });
+    expect((await runs.execute(validation)).phase).toBe("Succeeded");
+    const status = await ns.runStatus(validation);
     expect(status.validation).toMatchObject({ result: "Failed", sourceRows: 50, targetRows: 49 });
     expect(status.conditions?.find((c) => c.type === "Validated")).toMatchObject({
       status: "False",
@@ -300,20 +175,18 @@ describe("realtime session", () => {
 describe("lineage of stream runs", () => {
   it("emits START and exactly one final event per run, with its runId, the real datasets, and no password", async () => {
     const { job, topic, table } = await streamJob("rtl");
-    await produce(topic, orders(20, 2));
-    const session = await startSession(job);
-    await eventually("the session to catch up", async () =>
-      ((await runStatus(session.ref)).rowsRead ?? 0) >= 40 ? true : undefined,
-    );
+    await runs.produce(topic, orders(20, 2));
+    const session = await runs.startSession(job);
+    await runs.until(session.ref, "the session to catch up", (s) => (s.rowsRead ?? 0) >= 40, 30_000);
     await session.stop();
-    const validation = await createRun(job, "Validation");
-    await execute(validation);
+    const validation = await ns.createRun(job, { type: "Validation" });
+    await runs.execute(validation);
     await lineage.flush();
 
     const port = new URL(env.databaseUrl).port;
     const database = new URL(env.databaseUrl).pathname.slice(1);
     for (const ref of [session.ref, validation]) {
-      const runId = (await runStatus(ref)).lineageRunId;
+      const runId = (await ns.runStatus(ref)).lineageRunId;
       expect(runId).toMatch(/^[0-9a-f-]{36}$/);
       const events = lineageEvents.filter((e) => e.run.runId === runId);
       expect(events[0]?.eventType).toBe("START");
@@ -332,16 +205,16 @@ describe("lineage of stream runs", () => {
 
   it("goes to the console by default from a `syncgov run` process, which takes Kafka from KAFKA_BROKERS", async () => {
     const { job, topic } = await streamJob("rtc");
-    await produce(topic, orders(10, 1));
+    await runs.produce(topic, orders(10, 1));
     const logDir = mkdtempSync(join(tmpdir(), "syncgov-lineage-"));
     const executor = new ChildProcessExecutor({
       logDir,
       kubeconfigPath: env.kubeconfig,
       env: { KAFKA_BROKERS: env.kafkaBrokers, SYNCGOV_LINEAGE: "console", SYNCGOV_LOG_LEVEL: "warn" },
     });
-    const ref = await createRun(job, "Validation");
+    const ref = await ns.createRun(job, { type: "Validation" });
     expect(await (await executor.start(ref)).done).toBe(0);
-    const status = await runStatus(ref);
+    const status = await ns.runStatus(ref);
     // No session ran, so the table is empty: the validation says so (and the run still succeeded).
     expect(status.validation).toMatchObject({ result: "Failed", sourceRows: 10, targetRows: 0 });
     const output = readFileSync(executor.logFileOf(ref), "utf8");
