@@ -3,6 +3,7 @@ import {
   type KubernetesObject,
   KubernetesObjectApi,
   type RequestContext,
+  type ResponseContext,
   Watch,
 } from "@kubernetes/client-node";
 import { collectionPath, isExpired, objectKey, type ResourceType, statusCodeOf } from "./resource.ts";
@@ -106,10 +107,26 @@ class RawListClient extends KubernetesObjectApi {
     context.setHeaderParam("Accept", "application/json");
     context.setSignal(signal);
     for (const [name, value] of Object.entries(query)) context.setQueryParam(name, value);
-    // The "any" type makes the serializer hand back the parsed JSON unchanged.
-    return this.requestPromise(context, "any") as Promise<ListPage<T>>;
+    return this.requestPromise(context, RAW_JSON) as Promise<ListPage<T>>;
+  }
+
+  /**
+   * A successful list is handed back as the server's JSON, untouched: client-node's deserializer
+   * (even for type "any") goes through KubernetesObject.fromUnknown, which drops list metadata such as
+   * `continue`, so every list would stop after its first page.
+   */
+  protected override async processResponse<R extends KubernetesObject>(
+    response: ResponseContext,
+    type?: string,
+  ): Promise<R> {
+    if (type === RAW_JSON && response.httpStatusCode >= 200 && response.httpStatusCode <= 299) {
+      return JSON.parse(await response.body.text()) as R;
+    }
+    return super.processResponse<R>(response, type);
   }
 }
+
+const RAW_JSON = "syncgov:raw-json";
 
 /** Raised inside the watch loop for a watch ERROR event that is not a 410. */
 class WatchStatusError extends Error {

@@ -127,6 +127,23 @@ describe("Informer against the real API server", () => {
     );
   }
 
+  it("lists every page: more objects than one page holds all reach the store", async () => {
+    const ns = await namespaces.create("paged");
+    for (let i = 0; i < 7; i++)
+      await core.createNamespacedConfigMap({ namespace: ns, body: configMap(ns, `page-${i}`) });
+    const informer = new Informer({ kubeConfig: kc, resource: configMaps, namespace: ns, pageSize: 2 });
+    cleanups.push(() => informer.stop());
+    informer.start();
+    await informer.waitForSync(AbortSignal.timeout(10_000));
+    // 7 ConfigMaps plus the namespace's kube-root-ca.crt (absent here: no controller-manager) in pages of 2.
+    expect(
+      informer
+        .keys()
+        .filter((k) => k.includes("/page-"))
+        .sort(),
+    ).toEqual(Array.from({ length: 7 }, (_, i) => `${ns}/page-${i}`));
+  });
+
   it("lists, then sees adds, updates and deletes; failing handlers do not stop it", async () => {
     const ns = namespace;
     await core.createNamespacedConfigMap({ namespace: ns, body: configMap(ns, "before", { v: "0" }) });
