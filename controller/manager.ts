@@ -243,9 +243,34 @@ export class Controller {
     this.flushScheduled = false;
     const batch = this.pending;
     this.pending = [];
-    this.registry.applyBatch(batch);
+    this.apply(batch);
     for (const { object: e } of batch) this.enqueueFor(e);
   }
+
+  /**
+   * Commits events to the registry and keeps the runs-by-job lookup in step, in the same synchronous
+   * step, so that a reader of the new snapshot finds every run of a job without scanning them all.
+   */
+  private apply(events: RegistryEvent<StoredObject>[]): void {
+    this.registry.applyBatch(events);
+    for (const { type, object: e } of events) {
+      if (e.kind !== "SyncRun" || !e.jobName) continue;
+      const job = `${e.namespace}/${e.jobName}`;
+      const key = keyOf("SyncRun", e.namespace, e.name);
+      let runs = this.runsByJob.get(job);
+      if (type === "DELETED") {
+        runs?.delete(key);
+        if (runs?.size === 0) this.runsByJob.delete(job);
+      } else {
+        if (!runs) {
+          runs = new Set();
+          this.runsByJob.set(job, runs);
+        }
+        runs.add(key);
+      }
+    }
+  }
+  private readonly runsByJob = new Map<string, Set<string>>();
 
   /** Which reconciles an object's change calls for (nothing while following: the leader does it). */
   private enqueueFor(e: StoredObject): void {
@@ -283,6 +308,8 @@ export class Controller {
     const queue = this.newQueue();
     this.queue = queue;
     // Level-based: everything known is reconciled once on taking over.
+    // Admission first: waiting runs should not wait behind a reconcile of every job.
+    queue.add(SCHEDULER_KEY);
     for (const e of this.registry.snapshot()) this.enqueueFor(e);
     this.workersDone = queue.runWorkers(this.opts.workers, (key, s) => this.reconcile(key, s), {
       onError: (key, err, retry) =>
@@ -299,7 +326,7 @@ export class Controller {
   }
 
   /** Dispatches a key to its reconciler, with a span and metrics. */
-  private async reconcile(key: string, _signal: AbortSignal): Promise<ReconcileResult | undefined> {
+  private async reconcile(key: string, signal: AbortSignal): Promise<ReconcileResult | undefined> {
     const kind = key.slice(0, key.indexOf("/"));
     const began = performance.now();
     return this.tracer.startActiveSpan(
@@ -314,7 +341,7 @@ export class Controller {
             case "SyncPolicy":
               return await this.reconcilePolicy(key);
             case "Scheduler":
-              return await this.reconcileScheduler();
+              return await this.reconcileScheduler(signal);
             default:
               return undefined;
           }
@@ -359,8 +386,10 @@ export class Controller {
   }
 
   private decide(entry: StoredObject, now: Date): JobDecision {
-    const runs = [...this.registry.snapshot().ofKind("SyncRun", entry.namespace)]
-      .filter((r) => r.jobName === entry.name)
+    const snap = this.registry.snapshot();
+    const runs = [...(this.runsByJob.get(`${entry.namespace}/${entry.name}`) ?? [])]
+      .map((key) => snap.get(key))
+      .filter((r): r is StoredObject => r !== undefined && r.jobName === entry.name)
       .map((r) => ({
         name: r.name,
         phase: r.phase,
@@ -408,7 +437,7 @@ export class Controller {
             spec: { jobName: entry.name, type: run.type, trigger: run.trigger },
           },
         })) as KubernetesObject;
-        this.registry.applyBatch([{ type: "ADDED", object: stored("SyncRun", created) }]);
+        this.apply([{ type: "ADDED", object: stored("SyncRun", created) }]);
         await this.events.record(entry.object, {
           type: "Normal",
           reason: "RunCreated",
@@ -440,9 +469,7 @@ export class Controller {
         );
         // Our own write is in the registry before its watch event arrives, so that the next
         // reconcile of this key does not decide on the status we just replaced.
-        this.registry.applyBatch([
-          { type: "MODIFIED", object: stored("SyncJob", written as KubernetesObject) },
-        ]);
+        this.apply([{ type: "MODIFIED", object: stored("SyncJob", written as KubernetesObject) }]);
       } catch (err) {
         if (isNotFound(err)) return undefined;
         throw err;
@@ -569,9 +596,7 @@ export class Controller {
     const written = await patchStatus(this.custom, { resource: SYNCPOLICIES, name: entry.name }, next, {
       fieldManager: FIELD_MANAGER,
     });
-    this.registry.applyBatch([
-      { type: "MODIFIED", object: stored("SyncPolicy", written as KubernetesObject) },
-    ]);
+    this.apply([{ type: "MODIFIED", object: stored("SyncPolicy", written as KubernetesObject) }]);
     if (changed && !ready) {
       await this.events.record(entry.object, { type: "Warning", reason: "InvalidRule", note: message });
     }
@@ -584,7 +609,7 @@ export class Controller {
    * status is written), then written to the runs' status. A conflict means another writer changed
    * the registry meanwhile: decide again on the new snapshot.
    */
-  private async reconcileScheduler(): Promise<ReconcileResult | undefined> {
+  private async reconcileScheduler(signal: AbortSignal): Promise<ReconcileResult | undefined> {
     const now = new Date();
     const admissions = new Map<string, JobAdmission | undefined>();
     const admissionOf = (namespace: string, jobName: string): JobAdmission | undefined => {
@@ -594,7 +619,9 @@ export class Controller {
       let a: JobAdmission | undefined;
       if (entry) {
         const d = this.decide(entry, now);
-        if (d.job && d.effective) {
+        if (!d.job || !d.effective) {
+          a = { refusal: `job ${jobName} is invalid (see its Valid condition)` };
+        } else {
           a = {
             job: d.job,
             effective: d.effective,
@@ -631,7 +658,7 @@ export class Controller {
         }
       });
       if (!committed.ok) continue;
-      await this.writeDecisions(snap, decisions, refused, byKey, now);
+      await this.writeDecisions(decisions, refused, byKey, now, signal);
       for (const d of decisions) {
         if (d.kind === "Replace") for (const c of d.cancel) await this.running.get(c)?.cancel();
       }
@@ -643,11 +670,11 @@ export class Controller {
   }
 
   private async writeDecisions(
-    _snap: unknown,
     decisions: Decision[],
     refused: { run: StoredObject; reason: string; message: string }[],
     byKey: (k: string) => StoredObject | undefined,
     now: Date,
+    signal: AbortSignal,
   ): Promise<void> {
     const writes: (() => Promise<void>)[] = [];
     const write = (
@@ -672,10 +699,9 @@ export class Controller {
               ...(status.phase === "Running" ? { resourceVersion: e.resourceVersion } : {}),
             },
           );
-          this.registry.applyBatch([
-            { type: "MODIFIED", object: stored("SyncRun", written as KubernetesObject) },
-          ]);
-          if (event) await this.events.record(e.object, event);
+          this.apply([{ type: "MODIFIED", object: stored("SyncRun", written as KubernetesObject) }]);
+          // The event does not hold a writer slot: decisions go first.
+          if (event) void this.events.record(e.object, event);
         } catch (err) {
           if (isNotFound(err)) return;
           if (statusCodeOf(err) === 409) {
@@ -755,8 +781,9 @@ export class Controller {
     }
     // Status writes in parallel, bounded, as a controller's client would be.
     let next = 0;
+    // A replica that stopped leading writes nothing more: another may already decide.
     const worker = async () => {
-      while (next < writes.length) await writes[next++]!();
+      while (next < writes.length && !signal.aborted) await writes[next++]!();
     };
     await Promise.all(Array.from({ length: Math.min(STATUS_WRITERS, writes.length) }, worker));
   }

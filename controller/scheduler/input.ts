@@ -7,8 +7,9 @@ import { outsideBatchWindows } from "./windows.ts";
 
 /** What the scheduler needs to know about a job with waiting runs. */
 export interface JobAdmission {
-  job: SyncJob;
-  effective: EffectivePolicy;
+  /** Absent for an invalid job, which carries a refusal instead. */
+  job?: SyncJob | undefined;
+  effective?: EffectivePolicy | undefined;
   /** The job is invalid or blocked by policy: its runs are not admitted. */
   refusal?: string | undefined;
 }
@@ -61,8 +62,12 @@ export function admissionInput(
       });
       continue;
     }
-    if (a.refusal) {
-      refused.push({ run, reason: "JobNotAdmissible", message: a.refusal });
+    if (a.refusal || !a.job || !a.effective) {
+      refused.push({
+        run,
+        reason: "JobNotAdmissible",
+        message: a.refusal ?? `job ${run.jobName} cannot be admitted`,
+      });
       continue;
     }
     const spec = (run.object as { spec?: { priority?: number } }).spec;
