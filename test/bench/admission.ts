@@ -24,10 +24,11 @@ import { table } from "./measure.ts";
  * ceiling that server sets for status writes (the governance issue's acceptance figure: ratio >= 0.8).
  *
  * How it is measured, in one process tree on one machine:
- * 1. Setup (not timed): a fresh environment (startEnvironment; only its API server is used), the
- *    CRDs, the Lease namespace, a namespace labelled team=payments, one SyncPolicy matching it with
- *    maxRunsGlobal = jobs/2 (so half the runs are admitted and half queue) and three CEL rules in the
- *    style of the shipped baseline, then N valid batch SyncJobs (no schedule) and one SyncRun per job
+ * 1. Setup (not timed): a fresh environment (startEnvironment; only its API server is used, Kafka and
+ *    PostgreSQL idle), the CRDs, the Lease namespace, a namespace labelled team=payments, one
+ *    SyncPolicy matching it with maxRunsGlobal = jobs/2 (so half the runs are admitted and half queue)
+ *    and three CEL rules in the style of the shipped baseline, then N valid batch SyncJobs (a daily
+ *    schedule that does not fire during the bench, each its own target table) and one SyncRun per job
  *    with no status, as `kubectl create` of a SyncRun leaves it, created 32 at a time while no
  *    controller runs. Creating the runs directly keeps run creation by the job reconciler (the
  *    run-now annotation path) out of the figure: what is timed is admission.
@@ -37,7 +38,8 @@ import { table } from "./measure.ts";
  *    informers' initial lists, as an operator restarting the controller would see it, and everything
  *    the controller does meanwhile (SyncJob status writes and events compete with admission writes).
  *    The bench sees decisions through one watch of the runs' namespace (its paged list happens before
- *    the clock starts), which costs the server one watcher instead of repeated lists.
+ *    the clock starts), which costs the server one watcher instead of repeated lists. A controller
+ *    that stops deciding (no new decision for 2 minutes) fails the bench, after printing what it did.
  * 3. Ceiling (timed): with the controller stopped, N fresh SyncRuns are created (not timed) in another
  *    namespace, then their status is merge-patched in a plain loop with the controller's status-write
  *    concurrency (16) and the same client and patch call (patchStatus), writing the same shape the
@@ -149,6 +151,7 @@ export async function run(): Promise<void> {
         [
           ["informers synced (log)", at(marks.informersSynced)],
           ["started leading (log)", at(marks.startedLeading)],
+          ["leadership lost meanwhile (log)", `${marks.leadershipLost} times`],
           ["first decision seen", at(tracker.firstDecisionAt)],
           ["last decision seen", at(tracker.lastDecisionAt)],
         ],
@@ -503,8 +506,9 @@ class DecisionTracker {
               this.#resourceVersion = object.metadata?.resourceVersion ?? this.#resourceVersion;
               if (type !== "BOOKMARK") this.#seen(object);
             },
-            (err) => {
-              if (err) failed = true;
+            (err: unknown) => {
+              // client-node ends a watch that delivered nothing for 30 s; that one just resumes.
+              if (err && (err as { name?: string }).name !== "TimeoutError") failed = true;
               resolve();
             },
           )
@@ -519,6 +523,7 @@ class DecisionTracker {
           );
       });
       await ended;
+      // After an error (a 410 among them) the runs are listed again; decisions seen then count from then.
       if (failed && !this.#stopped) {
         await new Promise((r) => setTimeout(r, 1000));
         await this.#list().catch(() => undefined);
@@ -628,12 +633,15 @@ function startController(env: Environment, port: number, logFile: string, cpuPro
 
 interface ControllerMarks {
   informersSynced?: number;
+  /** The first time it started leading. */
   startedLeading?: number;
+  /** Times it lost leadership (and campaigned again). */
+  leadershipLost: number;
 }
 
 /** Copies the controller's JSON log to `logFile` and notes when it says it synced and leads. */
 function watchControllerLog(child: ChildProcess, logFile: string): ControllerMarks {
-  const marks: ControllerMarks = {};
+  const marks: ControllerMarks = { leadershipLost: 0 };
   const log = createWriteStream(logFile, { flags: "a" });
   const lines = createInterface({ input: child.stdout! });
   lines.on("line", (line) => {
@@ -641,7 +649,8 @@ function watchControllerLog(child: ChildProcess, logFile: string): ControllerMar
     try {
       const entry = JSON.parse(line) as { msg?: string; time?: number };
       if (entry.msg === "informers synced") marks.informersSynced = entry.time;
-      if (entry.msg === "started leading") marks.startedLeading = entry.time;
+      if (entry.msg === "started leading") marks.startedLeading ??= entry.time;
+      if (entry.msg === "lost leadership; campaigning again") marks.leadershipLost += 1;
     } catch {
       // not a log line of the controller's logger
     }
