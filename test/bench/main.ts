@@ -11,6 +11,7 @@ const benches: Readonly<Record<string, () => Promise<Bench>>> = {
   registry: () => import("./registry.ts"),
   admission: () => import("./admission.ts"),
   sync: () => import("./sync.ts"),
+  breaker: () => import("./breaker.ts"),
 };
 
 // Options (`--name value` or `--name=value`) belong to the benches, which read process.argv themselves.
