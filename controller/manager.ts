@@ -62,6 +62,7 @@ export interface ControllerOptions {
 const FIELD_MANAGER = "syncgov-controller";
 const SCHEDULER_KEY = "Scheduler/admission";
 const STATUS_WRITERS = 16;
+const EVENT_WRITERS = 4;
 const SHUTDOWN_GRACE_MS = 10_000;
 const GVR_RUNS = { group: "syncgov.io", version: "v1alpha1", plural: "syncruns" };
 const SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -677,6 +678,10 @@ export class Controller {
     signal: AbortSignal,
   ): Promise<void> {
     const writes: (() => Promise<void>)[] = [];
+    const events: {
+      object: KubernetesObject;
+      event: { type: "Normal" | "Warning"; reason: string; note: string };
+    }[] = [];
     const write = (
       e: StoredObject,
       status: Partial<SyncRunStatus>,
@@ -700,8 +705,8 @@ export class Controller {
             },
           );
           this.apply([{ type: "MODIFIED", object: stored("SyncRun", written as KubernetesObject) }]);
-          // The event does not hold a writer slot: decisions go first.
-          if (event) void this.events.record(e.object, event);
+          // Events wait until every decision of this pass is written: decisions go first.
+          if (event) events.push({ object: e.object, event });
         } catch (err) {
           if (isNotFound(err)) return;
           if (statusCodeOf(err) === 409) {
@@ -786,6 +791,14 @@ export class Controller {
       while (next < writes.length && !signal.aborted) await writes[next++]!();
     };
     await Promise.all(Array.from({ length: Math.min(STATUS_WRITERS, writes.length) }, worker));
+    let nextEvent = 0;
+    const recorder = async () => {
+      while (nextEvent < events.length) {
+        const { object, event } = events[nextEvent++]!;
+        await this.events.record(object, event);
+      }
+    };
+    void Promise.all(Array.from({ length: Math.min(EVENT_WRITERS, events.length) }, recorder));
   }
 
   /**
