@@ -50,12 +50,14 @@ export async function startLocalKube(
     ],
     logFile: etcdLog,
   });
-  await waitFor(
-    `etcd on ${etcdUrl} (log ${etcdLog})`,
-    async () => (await fetch(`${etcdUrl}/health`)).ok,
-    30_000,
-    () => group.assertAlive(etcd, "etcd", etcdLog),
-  );
+  const etcdReady = (check?: () => void) =>
+    waitFor(
+      `etcd on ${etcdUrl} (log ${etcdLog})`,
+      async () => (await fetch(`${etcdUrl}/health`)).ok,
+      30_000,
+      check,
+    );
+  await etcdReady(() => group.assertAlive(etcd, "etcd", etcdLog));
 
   const server = `https://127.0.0.1:${apiPort}`;
   const apiLog = join(runDir, "kube-apiserver.log");
@@ -83,18 +85,15 @@ export async function startLocalKube(
     logFile: apiLog,
   });
   const tls = { ca: pki.caPem, cert: pki.adminCertPem, key: pki.adminKeyPem };
-  const apiReady = (what: string) =>
+  // One probe for start-up and for restarts in tests; at start-up a dead process fails it at once.
+  const apiReady = (check?: () => void) =>
     waitFor(
-      `${what} on ${server} (log ${apiLog})`,
+      `kube-apiserver on ${server} (log ${apiLog})`,
       async () => (await httpsGet(`${server}/readyz`, tls)) === 200,
       90_000,
+      check,
     );
-  await waitFor(
-    `kube-apiserver on ${server} (log ${apiLog})`,
-    async () => (await httpsGet(`${server}/readyz`, tls)) === 200,
-    90_000,
-    () => group.assertAlive(api, "kube-apiserver", apiLog),
-  );
+  await apiReady(() => group.assertAlive(api, "kube-apiserver", apiLog));
 
   const kubeconfig = join(dir, "kubeconfig");
   writeFileSync(kubeconfig, kubeconfigYaml(server, tls), { mode: 0o600 });
@@ -105,10 +104,7 @@ export async function startLocalKube(
     seconds: (Date.now() - began) / 1000,
     logs: [etcdLog, apiLog],
     processes: ["etcd", "kube-apiserver"],
-    ready: (name) =>
-      name === "etcd"
-        ? waitFor(`etcd on ${etcdUrl}`, async () => (await fetch(`${etcdUrl}/health`)).ok, 30_000)
-        : apiReady(name),
+    ready: (name) => (name === "etcd" ? etcdReady() : apiReady()),
   };
 }
 
