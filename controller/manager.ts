@@ -410,8 +410,12 @@ export class Controller {
   }
 
   private async reconcileJob(key: string): Promise<ReconcileResult | undefined> {
-    const entry = this.registry.snapshot().get(key);
+    const snap = this.registry.snapshot();
+    const entry = snap.get(key);
     if (!entry) return undefined; // deleted: owned runs go with it (owner references)
+    // A namespace being deleted takes the job with it and refuses new objects: nothing to do.
+    if (snap.get(keyOf("Namespace", undefined, entry.namespace ?? ""))?.phase === "Terminating")
+      return undefined;
     const decision = this.decide(entry, new Date());
     const namespace = entry.namespace ?? "";
     if (decision.shadow && decision.job) {
