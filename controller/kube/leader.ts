@@ -3,11 +3,13 @@ import { hostname } from "node:os";
 import {
   CoordinationV1Api,
   type KubeConfig,
+  type KubernetesObject,
   type V1Lease,
   type V1LeaseSpec,
   V1MicroTime,
 } from "@kubernetes/client-node";
-import { abortable, isConflict, isNotFound } from "./resource.ts";
+import { Informer } from "./informer.ts";
+import { abortable, isConflict, isNotFound, type ResourceType } from "./resource.ts";
 
 /** The fields of a Lease that leader election reads (times as the API server sends them). */
 export interface LeaseRecord {
@@ -81,18 +83,104 @@ function microTime(value: string | Date): V1MicroTime {
   return new V1MicroTime(value instanceof Date ? value.getTime() : Date.parse(value));
 }
 
-function sameRecord(a: LeaseRecord | undefined, b: LeaseRecord | undefined): boolean {
-  const text = (t: string | Date | undefined) => (t === undefined ? "" : new Date(t).getTime());
-  return (
-    a !== undefined &&
-    b !== undefined &&
-    (a.holderIdentity ?? "") === (b.holderIdentity ?? "") &&
-    a.leaseDurationSeconds === b.leaseDurationSeconds &&
-    text(a.acquireTime) === text(b.acquireTime) &&
-    text(a.renewTime) === text(b.renewTime) &&
-    (a.leaseTransitions ?? 0) === (b.leaseTransitions ?? 0)
-  );
+/** A record's identity: two reads of an unchanged Lease give the same key (times compared to the millisecond). */
+function recordKey(record: LeaseRecord): string {
+  const time = (t: string | Date | undefined) => (t === undefined ? null : new Date(t).getTime());
+  return JSON.stringify([
+    record.holderIdentity ?? "",
+    record.leaseDurationSeconds ?? null,
+    time(record.acquireTime),
+    time(record.renewTime),
+    record.leaseTransitions ?? 0,
+  ]);
 }
+
+/**
+ * The records of one Lease a candidate has seen, each with the local time it was first seen, and
+ * the one taken as current. The watch and the candidate's own reads both report records, and a read
+ * that raced the watch can return a record older than one the watch already delivered; such a
+ * record keeps its first sighting and does not become current again, so a late duplicate neither
+ * restarts the expiry clock nor announces a past holder. Only equality of records is used, never an
+ * order of resourceVersions, which the API defines as opaque.
+ */
+export class LeaseSightings {
+  readonly #firstSeen = new Map<string, number>();
+  readonly #memory: number;
+  #current: LeaseRecord | undefined;
+  #currentSince = Number.NEGATIVE_INFINITY;
+
+  /** `memory`: how many past records are remembered; a stale record older than these counts as new (later expiry, so safe). */
+  constructor(memory = 16) {
+    this.#memory = memory;
+  }
+
+  /** The current record; undefined before any sighting or after the Lease was seen deleted. */
+  get current(): LeaseRecord | undefined {
+    return this.#current;
+  }
+
+  /** When the current record (or the deletion) was first seen. */
+  get currentSince(): number {
+    return this.#currentSince;
+  }
+
+  /** Records a sighting at `nowMs`; `fresh` when the record was never seen before and so is now current. */
+  see(record: LeaseRecord, nowMs: number): { firstSeenMs: number; fresh: boolean } {
+    const key = recordKey(record);
+    const seen = this.#firstSeen.get(key);
+    if (seen !== undefined) return { firstSeenMs: seen, fresh: false };
+    this.#firstSeen.set(key, nowMs);
+    // A Map iterates in insertion order: the first key is the oldest sighting.
+    if (this.#firstSeen.size > this.#memory) this.#firstSeen.delete(this.#firstSeen.keys().next().value!);
+    this.#current = record;
+    this.#currentSince = nowMs;
+    return { firstSeenMs: nowMs, fresh: true };
+  }
+
+  /** The Lease was seen deleted at `nowMs`. */
+  gone(nowMs: number): void {
+    this.#current = undefined;
+    this.#currentSince = nowMs;
+  }
+}
+
+/**
+ * When a candidate should next try to acquire the lease: at once when the current record is free
+ * (no holder, or this candidate) or the Lease is gone, at the instant it expires on the local clock
+ * when another holds it, and never later than the next poll. A due time at or before the start of
+ * the latest attempt was covered by that attempt, so only the poll is left: a failing call cannot
+ * turn into a loop of immediate retries.
+ */
+export function nextAttemptAt(input: {
+  /** The current record; undefined when the Lease is gone or not seen yet. */
+  record: LeaseRecord | undefined;
+  /** When that record (or the deletion) was first seen, on the local monotonic clock. */
+  observedAtMs: number;
+  identity: string;
+  defaultDurationSeconds: number;
+  /** When the latest attempt started (-Infinity before the first). */
+  lastAttemptMs: number;
+  /** When the fallback poll is due. */
+  nextPollMs: number;
+}): number {
+  const { record, observedAtMs, identity } = input;
+  const holder = record?.holderIdentity ?? "";
+  const due =
+    holder === "" || holder === identity
+      ? observedAtMs
+      : observedAtMs + (record?.leaseDurationSeconds ?? input.defaultDurationSeconds) * 1000;
+  return due > input.lastAttemptMs ? Math.min(due, input.nextPollMs) : input.nextPollMs;
+}
+
+/** The raw Lease objects the watch delivers (times as strings). */
+type LeaseObject = KubernetesObject & { spec?: LeaseRecord };
+
+const LEASES: ResourceType = {
+  group: "coordination.k8s.io",
+  version: "v1",
+  plural: "leases",
+  namespaced: true,
+};
 
 export interface LeaderElectorOptions {
   kubeConfig: KubeConfig;
@@ -118,7 +206,7 @@ export interface LeaderElectorOptions {
   onStoppedLeading?(): void;
   /** Called when the observed holder changes to a non-empty identity (this one included). */
   onNewLeader?(identity: string): void;
-  /** Failed Lease calls, for logs; election carries on. */
+  /** Failed Lease calls and failures of the Lease watch, for logs; election carries on. */
   onError?(error: unknown): void;
 }
 
@@ -127,6 +215,13 @@ export interface LeaderElectorOptions {
  * Lease when it is free or expired, the leader renews it every retryPeriod and steps down when no
  * renewal has succeeded for renewDeadline. Updates carry the resourceVersion that was read, so
  * of two candidates racing for one Lease exactly one wins; the other gets 409 Conflict.
+ *
+ * Unlike client-go, a candidate also watches the Lease. Expiry is still judged on the local clock
+ * from when the candidate first saw the record, but the watch makes that sighting milliseconds
+ * after the write instead of up to a retryPeriod later, and the next attempt is timed for the
+ * instant of expiry (or made at once when the lease is released) instead of the next poll. So a
+ * crashed leader is replaced within leaseDuration of its last renewal, plus the calls. The poll
+ * every retryPeriod stays, so a watch that breaks or stalls only falls back to client-go's timing.
  *
  * run() resolves when leadership is lost or stop() is called. A process that lost leadership
  * usually exits (as controller-runtime does); run() may also simply be called again.
@@ -141,11 +236,12 @@ export class LeaderElector {
   #stopped = new AbortController();
   #running: Promise<void> | undefined;
   #leading = false;
-  #observed: LeaseRecord | undefined;
-  #observedAt = 0;
+  #sightings = new LeaseSightings();
   /** The Lease as last read or written, for its resourceVersion. */
   #lease: V1Lease | undefined;
   #leader: string | undefined;
+  /** Ends the campaign's current pause early: a sighting may have moved the next attempt. */
+  #wake: (() => void) | undefined;
 
   constructor(options: LeaderElectorOptions) {
     this.#options = options;
@@ -189,16 +285,54 @@ export class LeaderElector {
 
   async #campaign(): Promise<void> {
     const stopped = this.#stopped.signal;
-    while (!stopped.aborted) {
-      if (await this.#tryAcquireOrRenew(this.#retryPeriodMs)) break;
-      await sleep(this.#retryPeriodMs * (1 + Math.random() * 0.2), stopped);
+    // A new campaign starts from nothing: records seen in an earlier one say nothing about when.
+    this.#sightings = new LeaseSightings();
+    const watch = this.#watchLease();
+    await this.#acquire();
+    // A leader learns the Lease from its own writes; the watch would only hold a connection open.
+    // It closes in the background, and run() resolves only once it has.
+    const watchClosed = watch.stop();
+    try {
+      if (stopped.aborted) {
+        // stop() may have come while an attempt that won the lease was in flight.
+        if (this.#options.releaseOnStop ?? true) await this.#release();
+        return;
+      }
+      await this.#lead();
+    } finally {
+      await watchClosed;
     }
-    if (stopped.aborted) {
-      // stop() may have come while an attempt that won the lease was in flight.
-      if (this.#options.releaseOnStop ?? true) await this.#release();
-      return;
-    }
+  }
 
+  /** Tries until this candidate holds the lease or stop() is called. */
+  async #acquire(): Promise<void> {
+    const stopped = this.#stopped.signal;
+    const durationSeconds = Math.ceil(this.#leaseDurationMs / 1000);
+    let lastAttemptMs = Number.NEGATIVE_INFINITY;
+    let nextPollMs = Number.NEGATIVE_INFINITY;
+    while (!stopped.aborted) {
+      const attemptAt = nextAttemptAt({
+        record: this.#sightings.current,
+        observedAtMs: this.#sightings.currentSince,
+        identity: this.identity,
+        defaultDurationSeconds: durationSeconds,
+        lastAttemptMs,
+        nextPollMs,
+      });
+      const waitMs = attemptAt - performance.now();
+      if (waitMs > 0) {
+        // Woken early by a new sighting, which may bring the attempt forward; then recomputed.
+        await this.#pause(waitMs);
+        continue;
+      }
+      lastAttemptMs = performance.now();
+      if (await this.#tryAcquireOrRenew(this.#retryPeriodMs)) return;
+      nextPollMs = performance.now() + this.#retryPeriodMs * (1 + Math.random() * 0.2);
+    }
+  }
+
+  async #lead(): Promise<void> {
+    const stopped = this.#stopped.signal;
     this.#leading = true;
     const leadership = new AbortController();
     try {
@@ -230,6 +364,38 @@ export class LeaderElector {
     }
   }
 
+  /**
+   * Watches this one Lease through the informer (list, then watch; relist on 410 Gone; backoff on
+   * errors) so that every change is seen as it happens. Backoff is capped at the lease duration: a
+   * watch that is down longer than that no longer helps anyway, the poll carries on meanwhile.
+   */
+  #watchLease(): Informer<LeaseObject> {
+    const { kubeConfig, namespace, name } = this.#options;
+    const informer = new Informer<LeaseObject>({
+      kubeConfig,
+      resource: LEASES,
+      namespace,
+      fieldSelector: `metadata.name=${name}`,
+      backoff: { initialMs: Math.min(800, this.#retryPeriodMs), maxMs: this.#leaseDurationMs },
+      observer: {
+        failed: (error) => {
+          if (!this.#stopped.signal.aborted) this.#report(error);
+        },
+        handlerFailed: (error) => this.#report(error),
+      },
+    });
+    informer.on({
+      add: (lease) => this.#observe(lease.spec ?? {}),
+      update: (_previous, lease) => this.#observe(lease.spec ?? {}),
+      delete: () => {
+        this.#sightings.gone(performance.now());
+        this.#wake?.();
+      },
+    });
+    informer.start();
+    return informer;
+  }
+
   /** One attempt (client-go's tryAcquireOrRenew); false when another holds the lease or a call fails. */
   async #tryAcquireOrRenew(timeoutMs: number): Promise<boolean> {
     const deadline = AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs)));
@@ -252,9 +418,11 @@ export class LeaderElector {
         return true;
       }
       const record: LeaseRecord = lease.spec ?? {};
-      if (!sameRecord(record, this.#observed)) this.#observe(record);
+      // Judged by when this very record was first seen (by the watch, usually): the update below
+      // carries its resourceVersion, so it can only overwrite this record.
+      const observedAt = this.#observe(record);
       this.#lease = lease;
-      if (heldByOther(record, this.identity, this.#observedAt, performance.now(), durationSeconds)) {
+      if (heldByOther(record, this.identity, observedAt, performance.now(), durationSeconds)) {
         return false;
       }
       const spec = claimedLease(record, this.identity, new Date(), durationSeconds);
@@ -296,9 +464,10 @@ export class LeaderElector {
     }
   }
 
-  #observe(record: LeaseRecord): void {
-    this.#observed = record;
-    this.#observedAt = performance.now();
+  /** Records a sighting of `record`; returns when it was first seen on the local clock. */
+  #observe(record: LeaseRecord): number {
+    const { firstSeenMs, fresh } = this.#sightings.see(record, performance.now());
+    if (!fresh) return firstSeenMs;
     const holder = record.holderIdentity || undefined;
     if (holder !== this.#leader) {
       this.#leader = holder;
@@ -310,6 +479,26 @@ export class LeaderElector {
         }
       }
     }
+    this.#wake?.();
+    return firstSeenMs;
+  }
+
+  /** Waits `ms`, or less if stop() is called or a sighting wakes the campaign. */
+  #pause(ms: number): Promise<void> {
+    const stopped = this.#stopped.signal;
+    return new Promise((resolve) => {
+      if (stopped.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        stopped.removeEventListener("abort", done);
+        if (this.#wake === done) this.#wake = undefined;
+        resolve();
+      };
+      // Timers have whole milliseconds; rounding up means the attempt is never early.
+      const timer = setTimeout(done, Math.ceil(ms));
+      stopped.addEventListener("abort", done, { once: true });
+      this.#wake = done;
+    });
   }
 
   #report(error: unknown): void {
