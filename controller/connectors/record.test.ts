@@ -170,6 +170,39 @@ describe("coerceColumnValue", () => {
     );
   });
 
+  it("timestamp: UTC text takes a shortcut that agrees with the full parse, valid or not", () => {
+    const ts = col("timestamp");
+    const digits = (n: number, max: number) =>
+      fc.integer({ min: 0, max }).map((v) => String(v).padStart(n, "0"));
+    const utcText = fc
+      .tuple(
+        digits(4, 9999),
+        digits(2, 13),
+        digits(2, 31),
+        digits(2, 24),
+        digits(2, 60),
+        digits(2, 60),
+        fc.option(fc.stringMatching(/^[0-9]{1,6}$/), { nil: undefined }),
+      )
+      .map(([y, mo, d, h, mi, s, frac]) => `${y}-${mo}-${d}T${h}:${mi}:${s}${frac ? `.${frac}` : ""}Z`);
+    const leapDays = fc.constantFrom("1900-02-29", "2000-02-29", "2024-02-29", "2023-02-29", "0004-02-29");
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          utcText,
+          leapDays.map((d) => `${d}T01:02:03.5Z`),
+        ),
+        (text) => {
+          const micros = parseTimestampMicros(text);
+          const full = micros === undefined ? undefined : formatTimestampMicros(micros);
+          if (full === undefined) expect(rejection(ts, text)).toBeDefined();
+          else expect(coerceColumnValue(ts, text)).toBe(full);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
   it("date: calendar dates only", () => {
     expect(coerceColumnValue(col("date"), "2024-02-29")).toBe("2024-02-29");
     expect(rejection(col("date"), "2023-02-29")).toBe("BadDate");

@@ -172,7 +172,6 @@ export function parseRecord(schema: RowSchema, record: unknown): RecordResult {
     return { ok: false, reason: "NotAnObject", message: "the record is not a JSON object" };
   }
   const fields = record as Record<string, unknown>;
-  const keys = new Set(schema.keyColumns);
   const row: Row = {};
   for (const column of schema.columns) {
     try {
@@ -180,7 +179,7 @@ export function parseRecord(schema: RowSchema, record: unknown): RecordResult {
       row[column.name] = coerceColumnValue(
         column,
         present ? fields[column.name] : undefined,
-        keys.has(column.name),
+        schema.keyColumns.includes(column.name),
       );
     } catch (error) {
       if (!(error instanceof ColumnValueError)) throw error;
@@ -384,8 +383,17 @@ const MICROS_PER_MS = 1000n;
 
 function coerceTimestamp(value: unknown, fail: Fail): string {
   let micros: bigint | undefined;
-  if (typeof value === "string") micros = parseTimestampMicros(value.trim());
-  else if (typeof value === "number" && Number.isFinite(value)) micros = BigInt(Math.round(value * 1000));
+  if (typeof value === "string") {
+    const canonical = canonicalUtcTimestamp(value);
+    if (canonical !== undefined) return canonical;
+    const instant = parseTimestampInstant(value.trim());
+    const text = instant && formatTimestampInstant(instant.ms, instant.micros);
+    if (text) return text;
+    return instant
+      ? fail("OutOfRange", "timestamp is outside the years 0001–9999")
+      : fail("BadTimestamp", "expected an ISO 8601 timestamp such as 2024-01-31T12:00:00.000000Z");
+  }
+  if (typeof value === "number" && Number.isFinite(value)) micros = BigInt(Math.round(value * 1000));
   else if (value instanceof Date && !Number.isNaN(value.getTime()))
     micros = BigInt(value.getTime()) * MICROS_PER_MS;
   else
@@ -401,11 +409,56 @@ function coerceTimestamp(value: unknown, fail: Fail): string {
   return text as string;
 }
 
+/** UTC timestamps as ISO 8601 writes them (JS toISOString, Kafka Connect, Debezium) with at most microseconds. */
+const UTC_TIMESTAMP_TEXT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z$/;
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/**
+ * The canonical text of a timestamp already written in UTC with at most six fractional digits, or
+ * undefined for any other form (parseTimestampInstant then decides). Streams carry one timestamp or
+ * more per record, nearly always in this form, and here it needs no date arithmetic: only the field
+ * ranges are checked (proleptic Gregorian, as Date and PostgreSQL count) and the fraction padded.
+ */
+function canonicalUtcTimestamp(text: string): string | undefined {
+  const m = UTC_TIMESTAMP_TEXT.exec(text);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, frac = ""] = m as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string?,
+  ];
+  const year = Number(y);
+  const month = Number(mo);
+  const day = Number(d);
+  if (year < 1 || month < 1 || month > 12 || day < 1) return undefined;
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  if (day > (month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1]!)) return undefined;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return undefined;
+  return `${y}-${mo}-${d}T${h}:${mi}:${s}.${frac.padEnd(6, "0")}Z`;
+}
+
+/** An instant as whole milliseconds since the epoch plus the microseconds within that millisecond (0–999). */
+interface TimestampInstant {
+  readonly ms: number;
+  readonly micros: number;
+}
+
 /**
  * Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.fraction]]][Z|±HH[:MM]]` into microseconds since the epoch.
  * Without an offset the time is UTC. Fractions beyond microseconds round half up.
  */
 export function parseTimestampMicros(text: string): bigint | undefined {
+  const instant = parseTimestampInstant(text);
+  return instant && BigInt(instant.ms) * MICROS_PER_MS + BigInt(instant.micros);
+}
+
+/** parseTimestampMicros in numbers: milliseconds of years 0001–9999 are safe integers. */
+function parseTimestampInstant(text: string): TimestampInstant | undefined {
   const m = TIMESTAMP_TEXT.exec(text);
   if (!m) return undefined;
   const [, y, mo, d, h = "0", mi = "0", s = "0", frac = "", , sign, oh = "0", om = "0"] = m;
@@ -416,11 +469,12 @@ export function parseTimestampMicros(text: string): bigint | undefined {
   const dayMs = utcDayMs(Number(y), Number(mo), Number(d));
   if (dayMs === undefined) return undefined;
   const padded = `${frac}000000000`.slice(0, 9);
-  let fracMicros = BigInt(padded.slice(0, 6));
-  if (Number(padded[6]) >= 5) fracMicros += 1n;
+  let fracMicros = Number(padded.slice(0, 6));
+  if (Number(padded[6]) >= 5) fracMicros += 1;
   const offsetMinutes = (sign === "-" ? -1 : 1) * (Number(oh) * 60 + Number(om));
-  const ms = dayMs + ((hour * 60 + minute - offsetMinutes) * 60 + second) * 1000;
-  return BigInt(ms) * MICROS_PER_MS + fracMicros;
+  const ms =
+    dayMs + ((hour * 60 + minute - offsetMinutes) * 60 + second) * 1000 + Math.floor(fracMicros / 1000);
+  return { ms, micros: fracMicros % 1000 };
 }
 
 /** Canonical text of an instant, or undefined outside the years 0001–9999. */
@@ -431,11 +485,15 @@ export function formatTimestampMicros(micros: bigint): string | undefined {
     sub += MICROS_PER_MS;
     ms -= 1n;
   }
-  const date = new Date(Number(ms));
+  return formatTimestampInstant(Number(ms), Number(sub));
+}
+
+function formatTimestampInstant(ms: number, micros: number): string | undefined {
+  const date = new Date(ms);
   const year = date.getUTCFullYear();
   if (Number.isNaN(year) || year < 1 || year > 9999) return undefined;
   const iso = date.toISOString(); // YYYY-MM-DDTHH:MM:SS.mmmZ for years 0000–9999
-  return `${iso.slice(0, 23)}${sub.toString().padStart(3, "0")}Z`;
+  return `${iso.slice(0, 23)}${micros < 10 ? "00" : micros < 100 ? "0" : ""}${micros}Z`;
 }
 
 /** Milliseconds since the epoch at midnight UTC of a calendar day, or undefined if there is no such day. */

@@ -386,8 +386,9 @@ function reasonOf(error: unknown): string {
   return "RunError";
 }
 
+/** One connection per partition a realtime session writes at once (stream.ts), and one for the rest. */
 function defaultPool(url: string): pg.Pool {
-  return new pg.Pool({ connectionString: url, max: 3, application_name: "syncgov-runner" });
+  return new pg.Pool({ connectionString: url, max: 4, application_name: "syncgov-runner" });
 }
 
 /**

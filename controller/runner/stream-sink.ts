@@ -14,13 +14,17 @@
  *   a replay finish under a steady stream: the buffer stops growing once the target is healthy.
  *   With no chunk to wait, a supervisor switches back as soon as it sees the buffer drained.
  *
- * Per key, an older value never overwrites a newer one. The source hands chunks over in partition
- * order, one at a time; producers key records by row key, so a key's values come in order. Direct
- * writes are in that order; the first chunk that does not go direct and every later one go to the
- * buffer, in that order (the buffer keeps per-key order, ../connectors/kafka/buffer.ts); and no chunk
- * is written directly again until every diverted row was replayed, judged by a pending count read
- * after the last divert completed. That holds without a version column, provided one session writes
- * at a time and Compensation runs only replay what a session diverted. The target's version guard
+ * Per key, an older value never overwrites a newer one. The source hands over each partition's
+ * chunks in partition order, one at a time (chunks of different partitions may be in write() at
+ * once); producers key records by row key, so a key's values come in order, all in one partition.
+ * Direct writes of a partition are in that order; once a chunk does not go direct, every later chunk
+ * (of every partition) goes to the buffer, in that order (the buffer keeps per-key order,
+ * ../connectors/kafka/buffer.ts); and no chunk is written directly again until every diverted row
+ * was replayed, judged by a pending count read while no divert was in flight and after the last one
+ * completed. A chunk of another partition still in flight when the mode changed cannot break this:
+ * it holds none of the keys whose later values it could overtake. That holds without a version
+ * column, provided one session writes at a time and Compensation runs only replay what a session
+ * diverted. The target's version guard
  * (PostgresTarget versionColumn) covers what ordering cannot: a chunk the source re-delivers after a
  * crash (at least once) and a hand-over between two sessions. Without a version column such a
  * re-delivery re-applies the chunk whose commit did not land, so a key may briefly show that chunk's
@@ -96,8 +100,10 @@ export class DivertingSink {
   /** Records waiting in the buffer, as last counted (plus what this sink diverted since). */
   #pending = 0;
   #nextProbeAt = Number.NEGATIVE_INFINITY;
-  /** A write() is in progress; write() is never called concurrently. */
-  #busy = false;
+  /** write() calls in progress (at most one per source partition). */
+  #writing = 0;
+  /** Diverts in progress: a pending count read meanwhile may miss their rows. */
+  #diverting = 0;
   /** Counts completed diverts, so a pending count can be told to have been read after the last one. */
   #diverts = 0;
   #rowsDiverted = 0;
@@ -144,10 +150,10 @@ export class DivertingSink {
   /**
    * Takes one chunk, in order. Resolves once it is written or diverted; rejects when it was neither
    * (the caller offers it again), or with SinkStopped when the signal fires while it waits for the
-   * buffer to drain. Never call it concurrently.
+   * buffer to drain. Calls may overlap only for chunks of different source partitions.
    */
   async write(rows: readonly KeyedRow[], signal: AbortSignal): Promise<SinkResult> {
-    this.#busy = true;
+    this.#writing++;
     try {
       if (this.#mode === "Diverting") {
         if (this.#breaker.state !== "CLOSED") return await this.#divert(rows);
@@ -156,7 +162,7 @@ export class DivertingSink {
       }
       return await this.#writeDirect(rows);
     } finally {
-      this.#busy = false;
+      this.#writing--;
     }
   }
 
@@ -171,11 +177,11 @@ export class DivertingSink {
       if (signal.aborted || this.#mode === "Direct") continue;
       try {
         await this.#probeIfDue(signal);
-        if (this.#busy) continue;
+        if (this.#writing > 0) continue;
         const diverts = this.#diverts;
         const pending = await this.#buffer.pendingCount();
         // A divert that completed meanwhile may be missing from the count: look again next time.
-        if (this.#busy || diverts !== this.#diverts || this.mode === "Direct") continue;
+        if (this.#writing > 0 || diverts !== this.#diverts || this.mode === "Direct") continue;
         this.#setPending(pending);
         if (pending === 0 && this.#breaker.state === "CLOSED") this.#setMode("Direct");
       } catch (error) {
@@ -209,20 +215,35 @@ export class DivertingSink {
   }
 
   async #divert(rows: readonly KeyedRow[]): Promise<SinkResult> {
-    await this.#buffer.divert(rows);
+    this.#diverting++;
+    try {
+      await this.#buffer.divert(rows);
+    } finally {
+      this.#diverting--;
+    }
     this.#diverts++;
+    // Another partition's chunk may have switched to Direct while this one was diverting: the rows
+    // just buffered must be replayed before this partition's next chunk may go direct.
+    if (this.#mode === "Direct") this.#setMode("Diverting");
     this.#rowsDiverted += rows.length;
     this.#setPending(this.#pending + rows.length);
     return { outcome: "diverted", written: 0 };
   }
 
-  /** Waits until the buffer has drained, counting after every divert so far has completed. */
+  /**
+   * Waits until the buffer has drained: a pending count of zero, read while no divert was in flight
+   * and none completed (another partition's chunk may be diverting meanwhile).
+   */
   async #awaitDrained(signal: AbortSignal): Promise<void> {
     for (;;) {
       if (signal.aborted) throw new SinkStopped("the session stopped while waiting for the buffer to drain");
+      const diverts = this.#diverts;
+      const quiet = this.#diverting === 0;
       const pending = await this.#buffer.pendingCount();
-      this.#setPending(pending);
-      if (pending === 0) return;
+      if (quiet && this.#diverting === 0 && diverts === this.#diverts) {
+        this.#setPending(pending);
+        if (pending === 0) return;
+      }
       await sleep(this.#pollMs, signal);
     }
   }

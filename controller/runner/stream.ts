@@ -51,6 +51,12 @@ import { validateTopic } from "./stream-validation.ts";
  */
 export const DEFAULT_MAX_ROWS_PER_CHUNK = 2000;
 
+/**
+ * Partitions a realtime session writes at once unless set: while one partition's chunk is decoded,
+ * others are in PostgreSQL, on their own connections (the runner's pool holds one more than this).
+ */
+export const DEFAULT_CONCURRENT_PARTITIONS = 3;
+
 export interface StreamRunnerOptions {
   readonly logger?: Logger;
   /** Most rows per sink call of the session and per replayed chunk; default DEFAULT_MAX_ROWS_PER_CHUNK. */
@@ -66,6 +72,11 @@ export interface StreamRunnerOptions {
   readonly probeTimeoutMs?: number;
   /** Partitions of a buffer topic the runner creates; default 3. */
   readonly bufferPartitions?: number;
+  /**
+   * Source partitions a realtime session writes at once, each chunk on its own connection; default 3.
+   * A partition's chunks still go one at a time, in order (../connectors/kafka/source.ts).
+   */
+  readonly concurrentPartitions?: number;
   /** Consumer session timeout of a realtime session; default 30 s. */
   readonly sessionTimeoutMs?: number;
 }
@@ -213,10 +224,14 @@ async function runSession(
     schema: stream.schema,
     startFrom: kafkaSpec.startFrom,
     maxRowsPerSink: maxRows,
+    concurrentPartitions: options.concurrentPartitions ?? DEFAULT_CONCURRENT_PARTITIONS,
     ...(options.sessionTimeoutMs ? { sessionTimeoutMs: options.sessionTimeoutMs } : {}),
     logger,
     sink: async (records) => {
-      const rows = records.map((r) => ({ ...r, row: context.masker.mask(r.row) }));
+      const rows =
+        context.masker.maskedColumns.size === 0
+          ? records
+          : records.map((r) => ({ ...r, row: context.masker.mask(r.row) }));
       const result = await sink.write(rows, stopping.signal);
       context.progress.add({ rowsRead: records.length, rowsWritten: result.written });
       if (result.outcome === "diverted") status.report(sink);

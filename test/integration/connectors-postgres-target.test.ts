@@ -86,6 +86,45 @@ describe("PostgresTarget.upsert", () => {
     );
   });
 
+  it("stores text the array syntax treats specially exactly as given", async () => {
+    const table = await scratch.create("awkward", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema });
+    const awkward = [
+      "",
+      " ",
+      "NULL",
+      "null",
+      "a,b",
+      "{x}",
+      'say "hi"',
+      "back\\slash",
+      "tab\there",
+      "line\nbreak",
+      "  padded  ",
+      "ünïcødé ✓",
+      "'single'",
+      "1e5",
+    ];
+    const rows: Row[] = awkward.map((status, line) => ({
+      order_id: "7",
+      line,
+      status,
+      amount: line % 2 === 0 ? "NaN" : "-12.5",
+      updated_at: "2024-01-01T00:00:00.000001Z",
+      doc: `{"text": ${JSON.stringify(status)}}`,
+      version: "1",
+    }));
+    await target.upsert(rows);
+    const stored = await pool.query<{ line: number; status: string; amount: string; doc: unknown }>(
+      `SELECT line, status, amount::text AS amount, doc FROM ${table} ORDER BY line`,
+    );
+    expect(stored.rows.map((r) => r.status)).toEqual(awkward);
+    expect(stored.rows.map((r) => r.doc)).toEqual(awkward.map((text) => ({ text })));
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, rows),
+    );
+  });
+
   it("with a version column, keeps the newest value whatever order versions arrive in", async () => {
     const table = await scratch.create("versioned", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, versionColumn: "version", batchSize: 100 });

@@ -1,9 +1,11 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { defineRowSchema } from "../record.ts";
 import {
   DEAD_LETTER_HEADERS,
   deadLetterMessage,
   decodeMessage,
+  mayHoldInexactNumber,
   readDeadLetterHeaders,
 } from "./dead-letter.ts";
 
@@ -55,6 +57,54 @@ describe("decodeMessage", () => {
   it("treats numbers a double holds as JSON.parse would (1e3 is the integer 1000)", () => {
     const result = decodeMessage(schema, message("k", '{"order_id": 1e3, "qty": 2.0}'));
     expect(result.ok && result.row).toMatchObject({ order_id: "1000", qty: 2 });
+  });
+
+  it("decodes records without json columns as the exact parse would, whatever digits their numbers have", () => {
+    const columns = [
+      { name: "order_id", type: "bigint" },
+      { name: "qty", type: "integer" },
+      { name: "amount", type: "numeric" },
+      { name: "note", type: "text" },
+    ] as const;
+    const plain = defineRowSchema(columns, ["order_id"]);
+    // A json column makes every record take the exact parse: the reference.
+    const exact = defineRowSchema([...columns, { name: "extra", type: "json" }], ["order_id"]);
+    const numberText = fc
+      .tuple(
+        fc.constantFrom("", "-"),
+        fc.stringMatching(/^[1-9][0-9]{0,19}$|^0$/),
+        fc.option(fc.stringMatching(/^[0-9]{1,20}$/), { nil: undefined }),
+        fc.option(fc.integer({ min: -30, max: 30 }), { nil: undefined }),
+      )
+      .map(
+        ([sign, whole, frac, exp]) =>
+          `${sign}${whole}${frac ? `.${frac}` : ""}${exp === undefined ? "" : `e${exp}`}`,
+      );
+    fc.assert(
+      fc.property(numberText, numberText, numberText, numberText, (id, qty, amount, note) => {
+        const text = `{"order_id": ${id}, "qty":${qty},"amount" : ${amount}, "note": [${note}]}`;
+        const fast = decodeMessage(plain, message("k", text));
+        const reference = decodeMessage(exact, message("k", text));
+        if (reference.ok) {
+          const { extra, ...row } = reference.row;
+          expect(fast).toEqual({ ok: true, key: "k", row });
+        } else {
+          expect(fast).toEqual(reference);
+        }
+        const flat = `{"order_id": ${id}, "amount": ${amount}, "note": ${note}}`;
+        const fastFlat = decodeMessage(plain, message("k", flat));
+        const referenceFlat = decodeMessage(exact, message("k", flat));
+        expect(fastFlat.ok && fastFlat.row).toEqual(
+          referenceFlat.ok &&
+            Object.fromEntries(Object.entries(referenceFlat.row).filter(([c]) => c !== "extra")),
+        );
+      }),
+      { numRuns: 3000 },
+    );
+    expect(mayHoldInexactNumber('{"a": 123456789012345}')).toBe(false);
+    expect(mayHoldInexactNumber('{"a": 1234567890123456}')).toBe(true);
+    expect(mayHoldInexactNumber('{"a":[1,2.5e3]}')).toBe(true);
+    expect(mayHoldInexactNumber('{"a": "2024-01-01T00:00:00.000Z", "b": 12.25}')).toBe(false);
   });
 
   it("names the reason and column of every kind of malformed message", () => {

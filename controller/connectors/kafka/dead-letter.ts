@@ -7,6 +7,8 @@
  * Numbers: the value is decoded with parseJsonExact, so a number no double can hold (a 19-digit id,
  * a 30-digit decimal) reaches the row as its exact decimal text; every other number reaches
  * parseRecord as the JS number JSON.parse would give, so the coercion rules stay those of record.ts.
+ * A value in which no number can be inexact (see mayHoldInexactNumber) takes plain JSON.parse, which
+ * gives the same result several times faster; a stream decodes one value per record.
  */
 
 import type { IHeaders, Message } from "kafkajs";
@@ -67,12 +69,15 @@ export function decodeMessage(schema: RowSchema, message: ConsumedMessage): Deco
   let decoded: unknown;
   try {
     if (text === undefined) throw new SyntaxError("not UTF-8");
-    decoded = parseJsonExact(text);
+    decoded =
+      hasJsonColumn(schema) || mayHoldInexactNumber(text)
+        ? plainTopLevelNumbers(schema, parseJsonExact(text))
+        : JSON.parse(text);
   } catch {
     // JSON.parse's own message quotes the text, so it must not travel further.
     return { ok: false, reason: "NotJson", message: "the value is not UTF-8 JSON text" };
   }
-  const result = parseRecord(schema, plainTopLevelNumbers(schema, decoded));
+  const result = parseRecord(schema, decoded);
   if (!result.ok) {
     return {
       ok: false,
@@ -90,6 +95,31 @@ function decodeUtf8(bytes: Buffer): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether JSON text may hold a number whose JS double differs from its digits: one with an exponent
+ * or with 16 or more digits (a decimal of at most 15 significant digits survives a double exactly,
+ * IEEE 754's DBL_DIG). A number's digits and point form one run right after `:`, `,` or `[` (and
+ * optional blanks), so a text without such a run has only exact numbers. Text inside strings may
+ * match too; that only costs the slower exact parse.
+ */
+export function mayHoldInexactNumber(text: string): boolean {
+  return LOSSY_NUMBER.test(text);
+}
+
+const LOSSY_NUMBER = /[:,[]\s*-?(?:[\d.]{16}|[\d.]+[eE])/;
+
+const jsonColumns = new WeakMap<RowSchema, boolean>();
+
+/** json columns keep a number's exact text (renderJsonb prints it), so their rows always take the exact parse. */
+function hasJsonColumn(schema: RowSchema): boolean {
+  let has = jsonColumns.get(schema);
+  if (has === undefined) {
+    has = schema.columns.some((c) => c.type === "json");
+    jsonColumns.set(schema, has);
+  }
+  return has;
 }
 
 /**

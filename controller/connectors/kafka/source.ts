@@ -8,9 +8,10 @@
  *   dead-letter topic (acks from all in-sync replicas). A crash re-delivers at most the chunks whose
  *   commit did not land; the upsert behind the sink is idempotent, so a re-delivered chunk converges.
  *   Counters count deliveries, so after such a crash they count the re-delivered chunk twice.
- * - Order. Rows reach the sink in partition order, one chunk at a time (kafkajs processes one batch
- *   at a time, `partitionsConsumedConcurrently` 1); producers key records by row key, so per key the
- *   sink sees values in the order they were produced.
+ * - Order. A partition's rows reach the sink in partition order, one chunk at a time; chunks of
+ *   different partitions may be in the sink at once (`concurrentPartitions`, kafkajs's
+ *   partitionsConsumedConcurrently). Producers key records by row key, so all values of a key are in
+ *   one partition and the sink sees them in the order they were produced.
  * - Malformed messages (no key, tombstone, not JSON, not a row of the schema) are counted and
  *   produced to the dead-letter topic with headers saying why (./dead-letter.ts), then committed with
  *   the rest; they never stop the channel and are never dropped silently.
@@ -71,7 +72,8 @@ export type SinkOutcome = "written" | "diverted";
 /**
  * Takes one chunk of rows, in order, and resolves once they are durable (written to the target or
  * acknowledged by the buffer topic); resolving with nothing means "written". Rejecting means none of
- * them may be considered taken: the chunk is offered again. Never called concurrently.
+ * them may be considered taken: the chunk is offered again. Never called concurrently for chunks of
+ * the same partition; called concurrently for different partitions when concurrentPartitions > 1.
  */
 // biome-ignore lint/suspicious/noConfusingVoidType: a sink returning Promise<void> wrote the rows.
 export type RowSink = (records: readonly SourceRecord[]) => Promise<SinkOutcome | void>;
@@ -89,6 +91,8 @@ export interface KafkaSourceOptions {
   readonly startFrom?: "earliest" | "latest";
   /** Most rows (and most dead letters) per sink call; default 500. Larger Kafka batches are split. */
   readonly maxRowsPerSink?: number;
+  /** Partitions whose chunks may be in the sink at once; default 1. */
+  readonly concurrentPartitions?: number;
   /** Create the dead-letter topic at start if it does not exist; default true. */
   readonly createDeadLetterTopic?: boolean;
   /** Consumer session timeout; default 30 s. */
@@ -102,6 +106,11 @@ export interface KafkaSourceOptions {
    * stop() waits for the fetch in flight, so this also bounds how long a stop takes when idle.
    */
   readonly maxWaitTimeMs?: number;
+  /**
+   * Longest a partition's taken chunks wait for their commit within a batch; default 1000 ms. A batch
+   * commits at its end anyway, so this only matters for long batches behind a slow sink.
+   */
+  readonly commitIntervalMs?: number;
   /** Bytes fetched per partition per request; default 1 MiB. */
   readonly maxBytesPerPartition?: number;
   readonly logger?: Logger;
@@ -138,6 +147,14 @@ interface Chunk {
   lastOffset: string | undefined;
 }
 
+/** How far the sink has taken a batch's partition, and how far that is committed. */
+interface BatchPosition {
+  /** The offset after the last chunk the sink took. */
+  taken: string | undefined;
+  committed: string | undefined;
+  committedAt: number;
+}
+
 const newChunk = (): Chunk => ({ records: [], deadLetters: [], size: 0, lastOffset: undefined });
 
 export class KafkaSource {
@@ -147,6 +164,7 @@ export class KafkaSource {
   readonly #options: KafkaSourceOptions;
   readonly #maxRows: number;
   readonly #heartbeatMs: number;
+  readonly #commitIntervalMs: number;
   readonly #backoff: { readonly initial: number; readonly max: number };
   readonly #log: Logger;
   readonly #stopping = new AbortController();
@@ -175,6 +193,7 @@ export class KafkaSource {
       throw new Error("maxRowsPerSink must be a positive integer");
     }
     this.#heartbeatMs = options.heartbeatIntervalMs ?? 3000;
+    this.#commitIntervalMs = options.commitIntervalMs ?? 1000;
     this.#backoff = options.retryBackoffMs ?? { initial: 200, max: 10_000 };
     this.#options = options;
     this.#log = (options.logger ?? rootLogger).child({
@@ -259,7 +278,7 @@ export class KafkaSource {
       groupId: this.groupId,
       sessionTimeout: this.#options.sessionTimeoutMs ?? 30_000,
       heartbeatInterval: this.#heartbeatMs,
-      maxBytesPerPartition: this.#options.maxBytesPerPartition ?? 1024 * 1024,
+      maxBytesPerPartition: this.#options.maxBytesPerPartition ?? 4 * 1024 * 1024,
       maxWaitTimeInMs: this.#options.maxWaitTimeMs ?? 500,
     });
     this.#consumer = consumer;
@@ -286,7 +305,7 @@ export class KafkaSource {
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
+      partitionsConsumedConcurrently: this.#options.concurrentPartitions ?? 1,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
   }
@@ -313,18 +332,44 @@ export class KafkaSource {
     }
   }
 
+  /**
+   * Decodes the batch chunk by chunk, one chunk ahead of the sink: while chunk k is in the sink (and
+   * then committed), chunk k+1 is decoded, so decoding and writing overlap instead of taking turns.
+   * Chunk k+1 goes to the sink only after chunk k was taken, so the sink still sees a partition's
+   * rows one chunk at a time, in order, and commits stay in offset order. Whether the batch went
+   * stale (a seek) is asked before each chunk goes to the sink, not per message (it costs a lookup):
+   * a stale chunk is dropped uncommitted, to be read again from the committed offset.
+   */
   async #eachBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
+    const position: BatchPosition = {
+      taken: undefined,
+      committed: undefined,
+      committedAt: performance.now(),
+    };
     let chunk = newChunk();
-    for (const message of batch.messages) {
-      if (!payload.isRunning() || payload.isStale()) break;
-      this.#add(chunk, batch.topic, batch.partition, message);
-      if (chunk.records.length >= this.#maxRows || chunk.deadLetters.length >= this.#maxRows) {
-        if (!(await this.#flush(payload, chunk))) return;
-        chunk = newChunk();
+    let inSink: Promise<boolean> = Promise.resolve(true);
+    try {
+      for (const message of batch.messages) {
+        if (!payload.isRunning()) break;
+        this.#add(chunk, batch.topic, batch.partition, message);
+        if (chunk.records.length >= this.#maxRows || chunk.deadLetters.length >= this.#maxRows) {
+          if (!(await inSink)) return;
+          if (payload.isStale()) return;
+          inSink = this.#flush(payload, chunk, position);
+          // Its failure is handled where it is awaited; until then it must not count as unhandled.
+          inSink.catch(() => {});
+          chunk = newChunk();
+          // Decoding the next chunk is synchronous: let the flush reach its socket writes first.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
       }
+      if (!(await inSink)) return;
+      if (chunk.size > 0 && !payload.isStale()) await this.#flush(payload, chunk, position);
+    } finally {
+      // However the batch ends (done, stopping, abandoned, revoked), what the sink took is committed.
+      await this.#commit(payload, position);
     }
-    if (chunk.size > 0) await this.#flush(payload, chunk);
   }
 
   #add(chunk: Chunk, topic: string, partition: number, message: KafkaMessage): void {
@@ -346,10 +391,12 @@ export class KafkaSource {
   }
 
   /**
-   * Dead letters, then rows, then the commit of the chunk's range. Returns false when the chunk was
-   * abandoned (stopping while the sink kept failing): nothing of it is committed.
+   * Dead letters, then rows; then the chunk's range counts as taken, and is committed when the
+   * partition's last commit is older than the commit interval or a rebalance is coming (else at the
+   * end of the batch). Returns false when the chunk was abandoned (stopping while the sink kept
+   * failing): nothing of it is taken.
    */
-  async #flush(payload: EachBatchPayload, chunk: Chunk): Promise<boolean> {
+  async #flush(payload: EachBatchPayload, chunk: Chunk, position: BatchPosition): Promise<boolean> {
     const { topic, partition } = payload.batch;
     const keepAlive = new BatchKeepAlive(() => payload.heartbeat(), this.#heartbeatMs);
     let outcome: SinkOutcome = "written";
@@ -375,6 +422,25 @@ export class KafkaSource {
 
     const next = (BigInt(chunk.lastOffset!) + 1n).toString();
     payload.resolveOffset(chunk.lastOffset!);
+    position.taken = next;
+    const end = BigInt(payload.batch.highWatermark);
+    this.#partitionLag.set(partition, Number(end > BigInt(next) ? end - BigInt(next) : 0n));
+    if (keepAlive.rebalance) {
+      await this.#commit(payload, position);
+      throw keepAlive.rebalance;
+    }
+    if (performance.now() - position.committedAt >= this.#commitIntervalMs) {
+      await this.#commit(payload, position);
+    }
+    await payload.heartbeat();
+    return true;
+  }
+
+  /** Commits the partition's offset past the last chunk taken, unless that is committed already. */
+  async #commit(payload: EachBatchPayload, position: BatchPosition): Promise<void> {
+    const next = position.taken;
+    if (next === undefined || next === position.committed) return;
+    const { topic, partition } = payload.batch;
     try {
       await payload.commitOffsetsIfNecessary({
         topics: [{ topic, partitions: [{ partition, offset: next }] }],
@@ -386,12 +452,9 @@ export class KafkaSource {
       );
       throw error;
     }
+    position.committed = next;
+    position.committedAt = performance.now();
     this.#commits++;
-    const end = BigInt(payload.batch.highWatermark);
-    this.#partitionLag.set(partition, Number(end > BigInt(next) ? end - BigInt(next) : 0n));
-    if (keepAlive.rebalance) throw keepAlive.rebalance;
-    await payload.heartbeat();
-    return true;
   }
 
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { deleteSql, upsertSql } from "./target.ts";
+import { arrayLiteral, deleteSql, upsertSql } from "./target.ts";
 
 const columns = [
   { name: "order_id", parameterType: "int8" },
@@ -50,5 +50,29 @@ describe("deleteSql", () => {
  USING unnest($1::int8[], $2::int4[], $3::int8[]) AS incoming("order_id", "line", "version")
  WHERE existing."order_id" = incoming."order_id" AND existing."line" = incoming."line" AND (incoming."version" IS NULL OR existing."version" <= incoming."version")`,
     );
+  });
+});
+
+describe("arrayLiteral", () => {
+  it("leaves canonical numbers, keys and times bare and quotes what the array syntax would misread", () => {
+    const rows = [
+      { v: "12" },
+      { v: -3 },
+      { v: "2024-01-31T12:00:00.000001Z" },
+      { v: true },
+      { v: null },
+      { v: "" },
+      { v: "NULL" },
+      { v: "a,b" },
+      { v: 'say "hi"' },
+      { v: "back\\slash" },
+      { v: " x" },
+      { v: "{y}" },
+    ];
+    expect(arrayLiteral(rows, "v")).toBe(
+      '{12,-3,2024-01-31T12:00:00.000001Z,t,NULL,"","NULL","a,b","say \\"hi\\"","back\\\\slash"," x","{y}"}',
+    );
+    expect(arrayLiteral([], "v")).toBe("{}");
+    expect(arrayLiteral([{}], "v")).toBe("{NULL}");
   });
 });

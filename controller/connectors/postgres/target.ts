@@ -17,7 +17,7 @@
 
 import type pg from "pg";
 import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
-import { defineRowSchema, type Row, type RowSchema, type RowValue } from "../record.ts";
+import { defineRowSchema, type Row, type RowSchema } from "../record.ts";
 import { columnProblems, describeTable, parameterType, sameColumnSet, type TableInfo } from "./catalog.ts";
 
 export interface PostgresTargetOptions {
@@ -241,7 +241,32 @@ const RELATION_KINDS: Readonly<Record<string, string>> = {
   c: "composite type",
 };
 
-/** One array per column, in column order: the parameters of upsertSql / deleteSql. */
-function columnArrays(columns: readonly TypedColumn[], rows: readonly Row[]): RowValue[][] {
-  return columns.map((c) => rows.map((row) => row[c.name] ?? null));
+/** One array literal per column, in column order: the parameters of upsertSql / deleteSql. */
+function columnArrays(columns: readonly TypedColumn[], rows: readonly Row[]): string[] {
+  return columns.map((c) => arrayLiteral(rows, c.name));
+}
+
+/** An array element that needs no quotes: nothing the array parser treats specially, and not NULL. */
+const BARE_ELEMENT = /^[0-9A-Za-z.:+-]+$/;
+const QUOTED_ESCAPES = /["\\]/g;
+
+/**
+ * The PostgreSQL array literal (`{…}`) of one column of the rows, as the statement's text parameter.
+ * pg would serialize a JS array itself, but it quotes and escapes every element with two regex
+ * replacements; most canonical values (numbers, timestamps, dates, keys) need neither, and this runs
+ * once per column per row of every batch, so only elements that need it are quoted here.
+ */
+export function arrayLiteral(rows: readonly Row[], column: string): string {
+  let text = "{";
+  for (let i = 0; i < rows.length; i++) {
+    if (i > 0) text += ",";
+    const value = rows[i]![column];
+    if (value === null || value === undefined) text += "NULL";
+    else if (typeof value === "number") text += String(value);
+    else if (typeof value === "boolean") text += value ? "t" : "f";
+    else if (BARE_ELEMENT.test(value) && !(value.length === 4 && value.toUpperCase() === "NULL"))
+      text += value;
+    else text += `"${value.replace(QUOTED_ESCAPES, "\\$&")}"`;
+  }
+  return `${text}}`;
 }
