@@ -131,6 +131,21 @@ describe("coerceColumnValue", () => {
     expect(rejection(col("numeric"), [1])).toBe("NotANumber");
   });
 
+  it("numeric and bigint shortcuts give what the full conversion gives", () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^-?[0-9]{1,6}(\.[0-9]{0,6})?$/), (text) => {
+        expect(coerceColumnValue(col("numeric"), text)).toBe(canonicalDecimal(text));
+      }),
+      { numRuns: 2000 },
+    );
+    fc.assert(
+      fc.property(fc.maxSafeInteger(), (n) => {
+        expect(coerceColumnValue(col("bigint"), n)).toBe(BigInt(n).toString());
+      }),
+    );
+    expect(coerceColumnValue(col("bigint"), -0)).toBe("0");
+  });
+
   it("boolean: common spellings", () => {
     for (const t of [true, "true", "T", "yes", "Y", "1", 1])
       expect(coerceColumnValue(col("boolean"), t)).toBe(true);

@@ -173,18 +173,18 @@ export function parseRecord(schema: RowSchema, record: unknown): RecordResult {
   }
   const fields = record as Record<string, unknown>;
   const row: Row = {};
-  for (const column of schema.columns) {
-    try {
+  try {
+    for (const column of schema.columns) {
       const present = Object.hasOwn(fields, column.name);
       row[column.name] = coerceColumnValue(
         column,
         present ? fields[column.name] : undefined,
         schema.keyColumns.includes(column.name),
       );
-    } catch (error) {
-      if (!(error instanceof ColumnValueError)) throw error;
-      return { ok: false, column: error.column, reason: error.reason, message: error.message };
     }
+  } catch (error) {
+    if (!(error instanceof ColumnValueError)) throw error;
+    return { ok: false, column: error.column, reason: error.reason, message: error.message };
   }
   return { ok: true, row };
 }
@@ -264,6 +264,8 @@ function coerceInteger(value: unknown, fail: Fail): number {
 }
 
 function coerceBigint(value: unknown, fail: Fail): string {
+  // The common case without BigInt: a safe integer is inside the 64-bit range and prints canonically.
+  if (Number.isSafeInteger(value)) return (value as number) === 0 ? "0" : String(value);
   let n: bigint;
   if (typeof value === "number") {
     if (!Number.isInteger(value))
@@ -286,7 +288,11 @@ function coerceBigint(value: unknown, fail: Fail): string {
   return n.toString();
 }
 
+/** Decimal text already in canonical numeric form (most decimals in JSON text are). */
+const CANONICAL_DECIMAL = /^-?(?:0|[1-9]\d*)(?:\.\d*[1-9])?$/;
+
 function coerceNumeric(value: unknown, fail: Fail): string {
+  if (typeof value === "string" && CANONICAL_DECIMAL.test(value) && value !== "-0") return value;
   if (typeof value === "number") {
     if (!Number.isFinite(value)) fail("NotANumber", "JSON numbers cannot be NaN or infinite");
     return numberToDecimal(value);
