@@ -415,37 +415,58 @@ function coerceTimestamp(value: unknown, fail: Fail): string {
   return text as string;
 }
 
-/** UTC timestamps as ISO 8601 writes them (JS toISOString, Kafka Connect, Debezium) with at most microseconds. */
-const UTC_TIMESTAMP_TEXT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z$/;
 const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 /**
- * The canonical text of a timestamp already written in UTC with at most six fractional digits, or
- * undefined for any other form (parseTimestampInstant then decides). Streams carry one timestamp or
- * more per record, nearly always in this form, and here it needs no date arithmetic: only the field
- * ranges are checked (proleptic Gregorian, as Date and PostgreSQL count) and the fraction padded.
+ * The canonical text of a timestamp written as ISO 8601 UTC with at most six fractional digits
+ * (`YYYY-MM-DDTHH:MM:SS[.f…]Z`, as JS toISOString, Kafka Connect and Debezium write it), or undefined
+ * for any other form (parseTimestampInstant then decides). Streams carry one timestamp or more per
+ * record, nearly always in this form; read by character codes it needs no regex, no date arithmetic
+ * and no allocation but the result: the field ranges are checked (proleptic Gregorian, as Date and
+ * PostgreSQL count) and the fraction padded.
  */
 function canonicalUtcTimestamp(text: string): string | undefined {
-  const m = UTC_TIMESTAMP_TEXT.exec(text);
-  if (!m) return undefined;
-  const [, y, mo, d, h, mi, s, frac = ""] = m as unknown as [
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string?,
-  ];
-  const year = Number(y);
-  const month = Number(mo);
-  const day = Number(d);
+  const n = text.length;
+  if (n < 20 || n > 27 || n === 21 || text.charCodeAt(n - 1) !== 90 /* Z */) return undefined;
+  if (
+    text.charCodeAt(4) !== 45 /* - */ ||
+    text.charCodeAt(7) !== 45 ||
+    text.charCodeAt(10) !== 84 /* T */ ||
+    text.charCodeAt(13) !== 58 /* : */ ||
+    text.charCodeAt(16) !== 58 ||
+    (n > 20 && text.charCodeAt(19) !== 46) /* . */
+  )
+    return undefined;
+  for (let i = 20; i < n - 1; i++) if (digitAt(text, i) < 0) return undefined;
+  const year = digitsAt(text, 0, 4);
+  const month = digitsAt(text, 5, 2);
+  const day = digitsAt(text, 8, 2);
   if (year < 1 || month < 1 || month > 12 || day < 1) return undefined;
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
   if (day > (month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1]!)) return undefined;
-  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return undefined;
-  return `${y}-${mo}-${d}T${h}:${mi}:${s}.${frac.padEnd(6, "0")}Z`;
+  const hour = digitsAt(text, 11, 2);
+  const minute = digitsAt(text, 14, 2);
+  const second = digitsAt(text, 17, 2);
+  if (hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) return undefined;
+  if (n === 27) return text;
+  return `${text.slice(0, 19)}.${n === 20 ? "" : text.slice(20, n - 1)}${"000000".slice(n === 20 ? 0 : n - 21)}Z`;
+}
+
+/** The decimal digit at `i`, or -1. */
+function digitAt(text: string, i: number): number {
+  const c = text.charCodeAt(i) - 48;
+  return c >= 0 && c <= 9 ? c : -1;
+}
+
+/** The number `count` decimal digits at `start` spell, or -1 when one is not a digit. */
+function digitsAt(text: string, start: number, count: number): number {
+  let value = 0;
+  for (let i = start; i < start + count; i++) {
+    const d = digitAt(text, i);
+    if (d < 0) return -1;
+    value = value * 10 + d;
+  }
+  return value;
 }
 
 /** An instant as whole milliseconds since the epoch plus the microseconds within that millisecond (0–999). */

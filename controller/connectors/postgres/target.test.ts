@@ -54,7 +54,7 @@ describe("deleteSql", () => {
 });
 
 describe("arrayLiteral", () => {
-  it("leaves canonical numbers, keys and times bare and quotes what the array syntax would misread", () => {
+  it("quotes every string, escapes quotes and backslashes, and leaves numbers, booleans and NULL bare", () => {
     const rows = [
       { v: "12" },
       { v: -3 },
@@ -70,7 +70,7 @@ describe("arrayLiteral", () => {
       { v: "{y}" },
     ];
     expect(arrayLiteral(rows, "v")).toBe(
-      '{12,-3,2024-01-31T12:00:00.000001Z,t,NULL,"","NULL","a,b","say \\"hi\\"","back\\\\slash"," x","{y}"}',
+      '{"12",-3,"2024-01-31T12:00:00.000001Z",t,NULL,"","NULL","a,b","say \\"hi\\"","back\\\\slash"," x","{y}"}',
     );
     expect(arrayLiteral([], "v")).toBe("{}");
     expect(arrayLiteral([{}], "v")).toBe("{NULL}");

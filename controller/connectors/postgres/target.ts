@@ -246,27 +246,24 @@ function columnArrays(columns: readonly TypedColumn[], rows: readonly Row[]): st
   return columns.map((c) => arrayLiteral(rows, c.name));
 }
 
-/** An array element that needs no quotes: nothing the array parser treats specially, and not NULL. */
-const BARE_ELEMENT = /^[0-9A-Za-z.:+-]+$/;
 const QUOTED_ESCAPES = /["\\]/g;
 
 /**
  * The PostgreSQL array literal (`{…}`) of one column of the rows, as the statement's text parameter.
- * pg would serialize a JS array itself, but it quotes and escapes every element with two regex
- * replacements; most canonical values (numbers, timestamps, dates, keys) need neither, and this runs
- * once per column per row of every batch, so only elements that need it are quoted here.
+ * pg would serialize a JS array itself, but with two regex replacements per element; this runs once
+ * per column per row of every batch, so here every string is quoted and only one holding a quote or
+ * a backslash is escaped (two native scans instead of two replacements).
  */
 export function arrayLiteral(rows: readonly Row[], column: string): string {
-  let text = "{";
+  const elements = new Array<string>(rows.length);
   for (let i = 0; i < rows.length; i++) {
-    if (i > 0) text += ",";
     const value = rows[i]![column];
-    if (value === null || value === undefined) text += "NULL";
-    else if (typeof value === "number") text += String(value);
-    else if (typeof value === "boolean") text += value ? "t" : "f";
-    else if (BARE_ELEMENT.test(value) && !(value.length === 4 && value.toUpperCase() === "NULL"))
-      text += value;
-    else text += `"${value.replace(QUOTED_ESCAPES, "\\$&")}"`;
+    if (value === null || value === undefined) elements[i] = "NULL";
+    else if (typeof value === "number") elements[i] = String(value);
+    else if (typeof value === "boolean") elements[i] = value ? "t" : "f";
+    else if (value.includes('"') || value.includes("\\"))
+      elements[i] = `"${value.replace(QUOTED_ESCAPES, "\\$&")}"`;
+    else elements[i] = `"${value}"`;
   }
-  return `${text}}`;
+  return `{${elements.join(",")}}`;
 }
