@@ -228,6 +228,7 @@ async function runSession(
     ...(options.sessionTimeoutMs ? { sessionTimeoutMs: options.sessionTimeoutMs } : {}),
     logger,
     sink: async (records) => {
+      await preparing;
       const rows =
         context.masker.maskedColumns.size === 0
           ? records
@@ -255,12 +256,11 @@ async function runSession(
   };
 
   let supervising: Promise<void> = Promise.resolve();
+  // The sink learns whether the buffer still holds rows while the consumer joins its group; its first
+  // chunk waits for that answer (a failure fails the session below).
+  const preparing = buffer.ensureTopic().then(() => sink.prepare());
+  preparing.catch(() => {});
   try {
-    await buffer.ensureTopic();
-    await sink.prepare();
-    status.diverting = sink.mode === "Diverting";
-    status.report(sink, true);
-    supervising = sink.supervise(stopping.signal);
     try {
       await source.start();
     } catch (error) {
@@ -270,6 +270,10 @@ async function runSession(
         `cannot consume topic ${kafkaSpec.topic}: ${error instanceof Error ? error.message : String(error)}`,
       );
     }
+    await preparing;
+    status.diverting = sink.mode === "Diverting";
+    status.report(sink, true);
+    supervising = sink.supervise(stopping.signal);
     logger.info(
       { topic: kafkaSpec.topic, mode: sink.mode, pending: sink.pending },
       "realtime session started",

@@ -29,6 +29,7 @@ import type { Row, RowValue } from "../record.ts";
 import {
   assertTopicName,
   committedOffsets,
+  consumerGroupLag,
   ensureTopic,
   headerText,
   type PartitionOffsets,
@@ -171,15 +172,7 @@ export class BufferTopic {
   /** Rows diverted and not yet replayed: end offsets minus the replay group's committed offsets. */
   async pendingCount(): Promise<number> {
     await this.ensureTopic();
-    return this.#withAdmin(async (admin) => {
-      const [offsets, committed] = await Promise.all([
-        topicOffsets(admin, this.topic),
-        committedOffsets(admin, this.replayGroupId, this.topic),
-      ]);
-      let total = 0n;
-      for (const n of pendingPerPartition(offsets, committed).values()) total += n;
-      return Number(total);
-    });
+    return this.#withAdmin((admin) => consumerGroupLag(admin, this.replayGroupId, this.topic));
   }
 
   /**
