@@ -85,6 +85,35 @@ describe("IdTrie", () => {
     }
   });
 
+  it("gives editors started on one version separate copies, as for drafts racing on one snapshot", () => {
+    const base = IdTrie.empty<number>().edit();
+    for (let id = 0; id < 2_000; id++) base.set(id, id);
+    const v1 = base.freeze();
+    const first = v1.edit(newEditToken());
+    const second = v1.edit(newEditToken());
+    for (let id = 0; id < 2_000; id += 3) {
+      first.set(id, -id);
+      second.set(id, id + 10_000);
+    }
+    first.delete(6);
+    second.set(2_500, 1);
+    expect(first.get(9)).toBe(-9);
+    expect(second.get(9)).toBe(10_009);
+    const v2 = first.freeze();
+    // Writes after the first editor froze must not reach its version, nor the shared base.
+    second.set(9, 42);
+    second.delete(12);
+    const v3 = second.freeze();
+    for (let id = 0; id < 2_000; id++) {
+      expect(v1.get(id)).toBe(id);
+      expect(v2.get(id)).toBe(id === 6 ? undefined : id % 3 === 0 ? -id : id);
+      const third = id === 9 ? 42 : id === 12 ? undefined : id % 3 === 0 ? id + 10_000 : id;
+      expect(v3.get(id)).toBe(third);
+    }
+    expect([v1.size, v2.size, v3.size]).toEqual([2_000, 1_999, 2_000]);
+    expect(v2.get(2_500)).toBeUndefined();
+  });
+
   it("prunes emptied nodes and returns to the empty trie", () => {
     const editor = IdTrie.empty<string>().edit();
     for (let id = 0; id < 3_000; id += 3) editor.set(id, "v");

@@ -20,6 +20,8 @@ export {
   type CommitResult,
   type DeleteOutcome,
   type IndexDefinition,
+  indexKeysOf,
+  type MultiKeyIndex,
   type ObjectRef,
   Registry,
   type RegistryConflict,
@@ -31,6 +33,7 @@ export {
   type RegistrySnapshot,
   type RegistryView,
   registryKey,
+  type SingleKeyIndex,
   type Tombstone,
   type UpsertOutcome,
 } from "./registry.ts";

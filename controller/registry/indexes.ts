@@ -40,7 +40,7 @@ export function kindPhaseKey(kind: string, phase: string | undefined): string {
 export function countByKindAndPhase<E extends RegistryEntry>(
   phaseOf: (entry: E) => string | undefined,
 ): IndexDefinition<E> {
-  return { name: BY_KIND_AND_PHASE, keysOf: (entry) => [kindPhaseKey(entry.kind, phaseOf(entry))] };
+  return { name: BY_KIND_AND_PHASE, keyOf: (entry) => kindPhaseKey(entry.kind, phaseOf(entry)) };
 }
 
 export interface RunningRunsSpec<E> {
@@ -55,21 +55,15 @@ export interface RunningRunsSpec<E> {
  * compares against the concurrency limits.
  */
 export function countRunningRuns<E extends RegistryEntry>(spec: RunningRunsSpec<E>): IndexDefinition<E>[] {
-  const none: readonly string[] = [];
-  const all: readonly string[] = [ALL];
   return [
     {
       name: RUNNING_BY_NAMESPACE,
-      keysOf: (entry) => (spec.isRunning(entry) ? [entry.namespace ?? ""] : none),
+      keyOf: (entry) => (spec.isRunning(entry) ? (entry.namespace ?? "") : undefined),
     },
     {
       name: RUNNING_BY_TARGET,
-      keysOf: (entry) => {
-        if (!spec.isRunning(entry)) return none;
-        const target = spec.targetKeyOf(entry);
-        return target === undefined ? none : [target];
-      },
+      keyOf: (entry) => (spec.isRunning(entry) ? spec.targetKeyOf(entry) : undefined),
     },
-    { name: RUNNING_TOTAL, keysOf: (entry) => (spec.isRunning(entry) ? all : none) },
+    { name: RUNNING_TOTAL, keyOf: (entry) => (spec.isRunning(entry) ? ALL : undefined) },
   ];
 }

@@ -110,6 +110,11 @@ describe("PersistentMap", () => {
       visited.push([key, value]);
     });
     expect(visited).toEqual(entries);
+    const byId: [string, number][] = [];
+    map.forEachById((value, id) => {
+      byId.push([map.keySpace.keyOf(id), value]);
+    });
+    expect(byId).toEqual(entries);
   });
 
   it("reclaims the ids of deleted keys by rebuilding its key space", () => {

@@ -12,10 +12,12 @@ import {
 } from "./indexes.ts";
 import {
   type IndexDefinition,
+  indexKeysOf,
   Registry,
   RegistryConflictError,
   type RegistryEntry,
   type RegistryEvent,
+  type RegistrySnapshot,
   type RegistryView,
   registryKey,
 } from "./registry.ts";
@@ -34,6 +36,11 @@ const indexes: IndexDefinition<TestEntry>[] = [
     isRunning: (entry) => entry.kind === "SyncRun" && entry.phase === "Running",
     targetKeyOf: (entry) => entry.target,
   }),
+  // A many-key index beside the one-key ones above, so that both forms are exercised.
+  {
+    name: "kind-and-target",
+    keysOf: (entry) => (entry.target === undefined ? [] : [entry.kind, `target:${entry.target}`]),
+  },
 ];
 const INDEX_NAMES = indexes.map((index) => index.name);
 
@@ -82,7 +89,7 @@ function expectDerivedStateConsistent(view: RegistryView<TestEntry>): void {
   for (const index of indexes) {
     const expected = new Map<string, number>();
     for (const entry of entries)
-      for (const key of index.keysOf(entry)) expected.set(key, (expected.get(key) ?? 0) + 1);
+      for (const key of indexKeysOf(index, entry)) expected.set(key, (expected.get(key) ?? 0) + 1);
     expect(new Map([...view.counts(index.name)].sort())).toEqual(new Map([...expected].sort()));
     for (const [key, count] of expected) expect(view.count(index.name, key)).toBe(count);
   }
@@ -195,6 +202,122 @@ describe("Registry snapshots", () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it("answers every version's reads from that version, whether it is the newest or not", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(eventsArb, { maxLength: 8 }), async (batches) => {
+        const clock = manualClock();
+        const registry = newRegistry({ now: clock.now, tombstoneTtlMs: 50 });
+        const history: [RegistrySnapshot<TestEntry>, (TestEntry | undefined)[]][] = [];
+        for (const [i, batch] of batches.entries()) {
+          clock.advance(20);
+          if (i % 3 === 2) {
+            await registry.update((draft) => {
+              for (const event of batch) {
+                if (event.type === "DELETED") draft.delete(event.object);
+                else draft.upsert(event.object);
+              }
+            });
+          } else {
+            registry.applyBatch(batch);
+          }
+          if (i % 4 === 3) registry.sweepTombstones();
+          const newest = registry.snapshot();
+          // The newest version's reads agree with a walk over its own entries.
+          const stored = new Map([...newest].map((entry) => [registryKey(entry), entry]));
+          const gets = probeKeys.map((key) => newest.get(key));
+          expect(gets).toEqual(probeKeys.map((key) => stored.get(key)));
+          history.push([newest, gets]);
+          for (const [version, expected] of history) {
+            probeKeys.forEach((key, k) => {
+              expect(version.get(key)).toBe(expected[k]);
+              expect(version.has(key)).toBe(expected[k] !== undefined);
+            });
+          }
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it("leaves no trace of a draft that lost its compare-and-swap", async () => {
+    const registry = newRegistry();
+    registry.applyBatch([{ type: "ADDED", object: run("r1", "1", { phase: "Pending" }) }]);
+    let attempts = 0;
+    const updating = registry.update(async (draft) => {
+      attempts++;
+      draft.upsert(run("r1", String(10 + attempts), { phase: `attempt-${attempts}`, target: "db/t" }));
+      draft.upsert(run(`only-in-attempt-${attempts}`, "1"));
+      await Promise.resolve();
+    });
+    // Lands while the first attempt awaits, so that attempt's draft is thrown away.
+    const { snapshot: between } = registry.applyBatch([
+      { type: "MODIFIED", object: run("r1", "5", { phase: "Running" }) },
+    ]);
+    await updating;
+    expect(attempts).toBe(2);
+    expect(between.get("SyncRun/payments/r1")?.phase).toBe("Running");
+    expect(between.has("SyncRun/payments/only-in-attempt-1")).toBe(false);
+    expect(between.count(RUNNING_TOTAL, ALL)).toBe(1);
+    const after = registry.snapshot();
+    expect(after.get("SyncRun/payments/r1")?.phase).toBe("attempt-2");
+    expect(after.has("SyncRun/payments/only-in-attempt-1")).toBe(false);
+    expect(after.has("SyncRun/payments/only-in-attempt-2")).toBe(true);
+    expect(after.count(BY_KIND_AND_PHASE, kindPhaseKey("SyncRun", "attempt-1"))).toBe(0);
+    expectDerivedStateConsistent(after);
+  });
+
+  it("keeps every version's reads when the key space is rebuilt", () => {
+    const clock = manualClock();
+    const registry = newRegistry({ now: clock.now, tombstoneTtlMs: 10 });
+    const keeper = "SyncRun/payments/keeper";
+    const churned = "SyncRun/payments/churn-7";
+    const churn = Array.from({ length: 1_500 }, (_, i) => run(`churn-${i}`, "2"));
+    // Each version is checked while it is the newest and again once newer ones exist.
+    const checks: [RegistrySnapshot<TestEntry>, () => void][] = [];
+    const check = (snapshot: RegistrySnapshot<TestEntry>, expectations: () => void) => {
+      expectations();
+      checks.push([snapshot, expectations]);
+    };
+    // The keeper is interned last, so the rebuilt key space gives it another id.
+    const { snapshot: full } = registry.applyBatch([
+      ...churn.map((object) => ({ type: "ADDED" as const, object })),
+      { type: "ADDED", object: run("keeper", "1", { phase: "Pending" }) },
+    ]);
+    check(full, () => {
+      expect(full.size).toBe(1_501);
+      expect(full.get(churned)?.resourceVersion).toBe("2");
+      expect(full.get(keeper)?.phase).toBe("Pending");
+    });
+    const { snapshot: emptied } = registry.applyBatch(
+      churn.map((object) => ({ type: "DELETED" as const, object })),
+    );
+    check(emptied, () => {
+      expect(emptied.has(churned)).toBe(false);
+      expect(emptied.get(keeper)?.phase).toBe("Pending");
+    });
+    clock.advance(20);
+    registry.sweepTombstones();
+    const rebuilt = registry.snapshot();
+    expect(rebuilt.internedKeyCount).toBeLessThan(full.internedKeyCount);
+    check(rebuilt, () => {
+      expect(rebuilt.has(churned)).toBe(false);
+      expect(rebuilt.get(keeper)?.phase).toBe("Pending");
+    });
+    const { snapshot: updated } = registry.applyBatch([
+      { type: "MODIFIED", object: run("keeper", "3", { phase: "Running" }) },
+      { type: "ADDED", object: run("churn-7", "4", { phase: "Queued" }) },
+    ]);
+    check(updated, () => {
+      expect(updated.size).toBe(2);
+      expect(updated.get(keeper)?.phase).toBe("Running");
+      expect(updated.get(churned)?.phase).toBe("Queued");
+      expect(updated.has("SyncRun/payments/churn-8")).toBe(false);
+    });
+    registry.applyBatch([{ type: "MODIFIED", object: run("keeper", "5", { phase: "Succeeded" }) }]);
+    for (const [, expectations] of checks) expectations();
+    expectDerivedStateConsistent(registry.snapshot());
   });
 
   it("cannot be mutated through the public API", () => {
