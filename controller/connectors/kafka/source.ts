@@ -397,7 +397,7 @@ export class KafkaSource {
    * failing): nothing of it is taken.
    */
   async #flush(payload: EachBatchPayload, chunk: Chunk, position: BatchPosition): Promise<boolean> {
-    const { topic, partition } = payload.batch;
+    const { partition } = payload.batch;
     const keepAlive = new BatchKeepAlive(() => payload.heartbeat(), this.#heartbeatMs);
     let outcome: SinkOutcome = "written";
     try {
