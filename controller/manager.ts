@@ -29,7 +29,13 @@ import {
   type SyncRegistry,
   stored,
 } from "./reconcile/objects.ts";
-import { decideJob, type JobDecision, type RunSummary } from "./reconcile/syncjob.ts";
+import {
+  decideJob,
+  type JobDecision,
+  type JobPolicyView,
+  jobPolicyView,
+  type RunSummary,
+} from "./reconcile/syncjob.ts";
 import { BY_KIND_AND_PHASE } from "./registry/indexes.ts";
 import type { RegistryEvent } from "./registry/registry.ts";
 import { createExecutor, type ExecutorKind, type RunExecutor, type RunHandle } from "./runner/executors.ts";
@@ -400,16 +406,65 @@ export class Controller {
         validation: (r.object as { status?: SyncRunStatus }).status?.validation,
         breaker: (r.object as { status?: { breaker?: RunSummary["breaker"] } }).status?.breaker,
       }));
+    const policies = this.policies();
+    const namespace = this.namespaceSubject(entry.namespace ?? "");
     return decideJob({
       object: entry.object,
-      policies: this.policies(),
-      namespace: this.namespaceSubject(entry.namespace ?? ""),
+      policies,
+      namespace,
       runs,
       now,
+      view: this.jobView(entry, policies, namespace),
     });
   }
 
+  /**
+   * The job's jobPolicyView, kept per stored object while the policies and the namespace's labels
+   * stay the same: validation and CEL rules then run once per change of the job, not once per
+   * admission pass and reconcile (an admission pass asks for every job with a waiting run).
+   */
+  private jobView(
+    entry: StoredObject,
+    policies: readonly NamedPolicy[],
+    namespace: NamespaceSubject,
+  ): JobPolicyView {
+    const labels = JSON.stringify(namespace.labels);
+    const kept = this.jobViews.get(entry.object);
+    if (
+      kept &&
+      kept.labels === labels &&
+      kept.policies.length === policies.length &&
+      kept.policies.every((p, i) => p === policies[i])
+    ) {
+      return kept.view;
+    }
+    const view = jobPolicyView(entry.object, policies, namespace);
+    this.jobViews.set(entry.object, { policies: [...policies], labels, view });
+    return view;
+  }
+  private readonly jobViews = new WeakMap<
+    object,
+    { policies: readonly NamedPolicy[]; labels: string; view: JobPolicyView }
+  >();
+
+  /**
+   * Admission passes writing their decisions, and what waits for them. Waiting runs are what users
+   * wait on, so while a pass writes, job reconciles hold back (their writes, mostly status mirrors
+   * and first-time conditions, would compete with it for the API server) and go on once it is done;
+   * passes end, so nothing waits for long (10,000 decisions take about a minute on a small server).
+   */
+  private admissionWrites = 0;
+  private admissionWritesDone: PromiseWithResolvers<void> | undefined;
+
+  private async admissionWritesIdle(): Promise<void> {
+    while (this.admissionWrites > 0) {
+      this.admissionWritesDone ??= Promise.withResolvers<void>();
+      await this.admissionWritesDone.promise;
+    }
+  }
+
   private async reconcileJob(key: string): Promise<ReconcileResult | undefined> {
+    await this.admissionWritesIdle();
     const snap = this.registry.snapshot();
     const entry = snap.get(key);
     if (!entry) return undefined; // deleted: owned runs go with it (owner references)
@@ -616,6 +671,7 @@ export class Controller {
    */
   private async reconcileScheduler(signal: AbortSignal): Promise<ReconcileResult | undefined> {
     const now = new Date();
+    const policies = this.policies();
     const admissions = new Map<string, JobAdmission | undefined>();
     const admissionOf = (namespace: string, jobName: string): JobAdmission | undefined => {
       const k = `${namespace}/${jobName}`;
@@ -623,7 +679,7 @@ export class Controller {
       const entry = this.registry.snapshot().get(keyOf("SyncJob", namespace, jobName));
       let a: JobAdmission | undefined;
       if (entry) {
-        const d = this.decide(entry, now);
+        const d = this.jobView(entry, policies, this.namespaceSubject(namespace));
         if (!d.job || !d.effective) {
           a = { refusal: `job ${jobName} is invalid (see its Valid condition)` };
         } else {
@@ -794,7 +850,15 @@ export class Controller {
     const worker = async () => {
       while (next < writes.length && !signal.aborted) await writes[next++]!();
     };
-    await Promise.all(Array.from({ length: Math.min(STATUS_WRITERS, writes.length) }, worker));
+    this.admissionWrites++;
+    try {
+      await Promise.all(Array.from({ length: Math.min(STATUS_WRITERS, writes.length) }, worker));
+    } finally {
+      if (--this.admissionWrites === 0) {
+        this.admissionWritesDone?.resolve();
+        this.admissionWritesDone = undefined;
+      }
+    }
     let nextEvent = 0;
     const recorder = async () => {
       while (nextEvent < events.length) {

@@ -5,7 +5,7 @@ import type { Condition } from "../api/common.ts";
 import { semanticErrors } from "../api/semantics.ts";
 import type { SyncJob, SyncJobStatus } from "../api/syncjob.ts";
 import type { SyncRunStatus } from "../api/syncrun.ts";
-import { describeErrors, validateSyncJob } from "../api/validate.ts";
+import { describeErrors, type FieldError, validateSyncJob } from "../api/validate.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { kubeTime, setCondition } from "../kube/status.ts";
 import {
@@ -64,6 +64,61 @@ export interface JobInput {
   namespace: NamespaceSubject;
   runs: readonly RunSummary[];
   now: Date;
+  /** jobPolicyView of this object, policies and namespace, when the caller has it already. */
+  view?: JobPolicyView;
+}
+
+/**
+ * What the spec and the matching policies make of a job, apart from time and runs: the parsed job
+ * and its effective policy, or the spec's errors. The admission scheduler needs only this, and it
+ * changes only with the object, the policies or the namespace, so callers may keep it per object.
+ */
+export interface JobPolicyView {
+  readonly job?: SyncJob;
+  readonly errors: FieldError[];
+  readonly effective?: EffectivePolicy;
+}
+
+export function jobPolicyView(
+  object: KubernetesObject,
+  policies: readonly NamedPolicy[],
+  namespace: NamespaceSubject,
+): JobPolicyView {
+  const parsed = validateSyncJob(object);
+  const errors = parsed.ok ? semanticErrors(parsed.value.spec) : parsed.errors;
+  if (!parsed.ok || errors.length > 0) return { errors };
+  const job = parsed.value;
+  const effective = effectivePolicy(
+    policies,
+    {
+      namespace: object.metadata?.namespace ?? "",
+      name: object.metadata?.name ?? "",
+      labels: object.metadata?.labels ?? {},
+      spec: job.spec,
+      object,
+    },
+    namespace,
+  );
+  return { job, errors, effective };
+}
+
+/**
+ * Parsed schedules, shared by every job with the same schedule and time zone: a paused Cron only
+ * computes occurrences (nextRun from a given date), so one instance serves all of them, and parsing
+ * a pattern costs far more than asking it. Bounded: cleared when it grows past CRON_CACHE_LIMIT.
+ */
+const cronCache = new Map<string, Cron>();
+const CRON_CACHE_LIMIT = 1024;
+
+function cronOf(schedule: string, timeZone: string): Cron {
+  const key = `${timeZone} ${schedule}`;
+  let cron = cronCache.get(key);
+  if (!cron) {
+    if (cronCache.size >= CRON_CACHE_LIMIT) cronCache.clear();
+    cron = new Cron(schedule, { paused: true, mode: "5-part", timezone: timeZone });
+    cronCache.set(key, cron);
+  }
+  return cron;
 }
 
 export const VALID = "Valid";
@@ -114,11 +169,10 @@ export function decideJob(input: JobInput): JobDecision {
     }
   };
 
-  const parsed = validateSyncJob(object);
-  const errors = parsed.ok ? semanticErrors(parsed.value.spec) : parsed.errors;
+  const view = input.view ?? jobPolicyView(object, input.policies, input.namespace);
   const status: Partial<SyncJobStatus> = { observedGeneration: generation };
-  if (!parsed.ok || errors.length > 0) {
-    const message = describeErrors(errors);
+  if (!view.job || !view.effective) {
+    const message = describeErrors(view.errors);
     set(
       { type: VALID, status: "False", reason: "InvalidSpec", message, observedGeneration: generation },
       () => ({
@@ -130,7 +184,7 @@ export function decideJob(input: JobInput): JobDecision {
     status.phase = "Invalid";
     return finish(decision, current, status, conditions, changed);
   }
-  const job = parsed.value;
+  const job = view.job;
   decision.job = job;
   set(
     {
@@ -147,17 +201,7 @@ export function decideJob(input: JobInput): JobDecision {
     }),
   );
 
-  const effective = effectivePolicy(
-    input.policies,
-    {
-      namespace: object.metadata?.namespace ?? "",
-      name: object.metadata?.name ?? "",
-      labels: object.metadata?.labels ?? {},
-      spec: job.spec,
-      object,
-    },
-    input.namespace,
-  );
+  const effective = view.effective;
   decision.effective = effective;
   status.effectivePolicy = {
     policies: effective.policies,
@@ -357,7 +401,7 @@ export function decideJob(input: JobInput): JobDecision {
       record: (at: string) => void,
     ) => {
       if (!schedule) return;
-      const cron = new Cron(schedule, { paused: true, mode: "5-part", timezone: job.spec.timeZone ?? "UTC" });
+      const cron = cronOf(schedule, job.spec.timeZone ?? "UTC");
       const due = cron.nextRun(new Date(last ?? object.metadata?.creationTimestamp ?? now.toISOString()));
       if (due && due.getTime() <= now.getTime()) {
         decision.create.push({

@@ -6,8 +6,14 @@ import { quoteTable } from "../../controller/api/identifiers.ts";
 import { SyncJobSpec } from "../../controller/api/syncjob.ts";
 import { SyncRunSpec } from "../../controller/api/syncrun.ts";
 import { connectKafka, ensureTopic, jobConsumerGroup } from "../../controller/connectors/kafka/cluster.ts";
+import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
+import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
 import { executeRun, type RunInput, type RunResult } from "../../controller/runner/run.ts";
-import { createStreamRunner, DEFAULT_MAX_ROWS_PER_CHUNK } from "../../controller/runner/stream.ts";
+import {
+  createStreamRunner,
+  DEFAULT_CONCURRENT_PARTITIONS,
+  DEFAULT_MAX_ROWS_PER_CHUNK,
+} from "../../controller/runner/stream.ts";
 import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
 import { table } from "./measure.ts";
@@ -24,6 +30,8 @@ import { table } from "./measure.ts";
  *   from the beginning to the end, without decoding the records.
  * - raw write: the same rows written into a fresh table of the same shape by a bare multi-row INSERT
  *   from unnest() in the stream's chunk size, and by COPY; the faster is the ceiling.
+ * - upsert alone (not a ceiling): the runner's PostgresTarget upserting the same rows from memory on
+ *   as many connections as a realtime session uses, to tell how much of the gap the upsert explains.
  *
  * The last line is the JSON summary; ratio is the Kafka → PostgreSQL rate over the smaller ceiling.
  * `--records N` sets the size (default 1,000,000).
@@ -361,6 +369,49 @@ async function rawCopy(pool: pg.Pool, target: string, records: number): Promise<
   };
 }
 
+/**
+ * The runner's own write path with nothing in front of it: PostgresTarget.upsert of rows already in
+ * memory, in the stream's chunk size, on as many connections as a realtime session writes partitions
+ * at once. Not a ceiling of the ratio; it tells how much of the gap PostgreSQL's upserts explain.
+ */
+async function upsertAlone(pool: pg.Pool, target: string, records: number): Promise<Measured> {
+  const schema = defineRowSchema(
+    [
+      { name: "id", type: "bigint" },
+      { name: "name", type: "text" },
+      { name: "category", type: "text" },
+      { name: "amount", type: "numeric" },
+      { name: "quantity", type: "integer" },
+      { name: "updated_at", type: "timestamp" },
+    ],
+    ["id"],
+  );
+  const writer = new PostgresTarget(pool, { table: target, schema, batchSize: STREAM_CHUNK_ROWS });
+  const chunks: Row[][] = [];
+  for (let first = 1; first <= records; first += STREAM_CHUNK_ROWS) {
+    const chunk: Row[] = [];
+    for (let i = first; i <= Math.min(records, first + STREAM_CHUNK_ROWS - 1); i++) {
+      const r = orderRow(i);
+      chunk.push({ ...r, id: String(r.id), updated_at: r.updated_at.replace("Z", "000Z") });
+    }
+    chunks.push(chunk);
+  }
+  await writer.checkSchema();
+  let next = 0;
+  const started = now();
+  await Promise.all(
+    Array.from({ length: DEFAULT_CONCURRENT_PARTITIONS }, async () => {
+      while (next < chunks.length) await writer.upsert(chunks[next++]!);
+    }),
+  );
+  return {
+    name: `syncgov upsert alone (${DEFAULT_CONCURRENT_PARTITIONS} connections)`,
+    rows: records,
+    seconds: now() - started,
+    note: "rows already decoded, in memory",
+  };
+}
+
 async function tableToTable(
   env: Environment,
   source: string,
@@ -413,6 +464,7 @@ export async function run(): Promise<void> {
     copy: `bench_sync_copy_${suffix}`,
     source: `bench_sync_source_${suffix}`,
     copied: `bench_sync_copied_${suffix}`,
+    upserted: `bench_sync_upserted_${suffix}`,
   };
   const kafka = connectKafka({
     brokers: env.kafka.brokers.split(","),
@@ -420,7 +472,7 @@ export async function run(): Promise<void> {
     logger: log,
   });
   try {
-    for (const name of [tables.stream, tables.insert, tables.copy, tables.source, tables.copied]) {
+    for (const name of Object.values(tables)) {
       await pool.query(`CREATE TABLE ${quoteTable(name)} (${COLUMNS_SQL})`);
     }
     const admin = kafka.admin();
@@ -439,6 +491,8 @@ export async function run(): Promise<void> {
     const insert = await rawInsert(pool, tables.insert, records);
     progress("raw COPY...");
     const copy = await rawCopy(pool, tables.copy, records);
+    progress("upsert alone...");
+    const upserted = await upsertAlone(pool, tables.upserted, records);
     progress("table → table...");
     await pool.query(`INSERT INTO ${quoteTable(tables.source)} ${generatedRowsSql(records)}`);
     await pool.query(`VACUUM ANALYZE ${quoteTable(tables.source)}`);
@@ -447,13 +501,14 @@ export async function run(): Promise<void> {
     for (const [m, name] of [
       [insert, tables.insert],
       [copy, tables.copy],
+      [upserted, tables.upserted],
     ] as const) {
       const n = await countRows(pool, name);
       if (n !== records) throw new Error(`${m.name} left ${n} of ${records} rows`);
     }
     const rawWrite = rate(insert) >= rate(copy) ? insert : copy;
     const ceiling = Math.min(rate(consume), rate(rawWrite));
-    const measured = [stream, batch, consume, insert, copy];
+    const measured = [stream, batch, consume, insert, copy, upserted];
     console.log(
       table(
         ["path", "rows", "seconds", "rows/s", "first row s", "note"],
