@@ -48,11 +48,15 @@ program
 
 program
   .command("generate-crds")
-  .description("Write the CustomResourceDefinitions generated from the zod schemas into crds/.")
+  .description(
+    "Write the CustomResourceDefinitions generated from the zod schemas into crds/ and the Helm chart's crds/.",
+  )
   .action(async () => {
     const { writeCrds } = await import("./api/generate.ts");
     const changed = writeCrds();
-    console.log(changed.length ? `wrote ${changed.join(", ")}` : "crds/ is up to date");
+    console.log(
+      changed.length ? `wrote ${changed.join(", ")}` : "crds/ and the chart's crds/ are up to date",
+    );
   });
 
 program

@@ -1,6 +1,7 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
 import {
   baseJob,
   EXAMPLE_FILES,
@@ -9,7 +10,15 @@ import {
   loadYaml,
 } from "../../test/support/manifests.ts";
 import { toStructural } from "./crd.ts";
-import { CRD_DIR, renderCrds } from "./generate.ts";
+import {
+  CHART_CRD_DIR,
+  CHART_DIR,
+  CHART_POLICY_DIR,
+  CRD_DIR,
+  generatedFiles,
+  renderCrds,
+  staleFiles,
+} from "./generate.ts";
 import { quoteIdent, quoteTable } from "./identifiers.ts";
 import { validateManifest, validateSyncJob } from "./validate.ts";
 
@@ -66,6 +75,27 @@ describe("CRDs", () => {
     for (const { file, yaml } of renderCrds()) {
       expect(readFileSync(join(CRD_DIR, file), "utf8"), file).toBe(yaml);
     }
+  });
+
+  it("the chart's copies of the CRDs and baseline policies are current (run 'npm run generate')", () => {
+    const files = generatedFiles();
+    expect(files.filter((f) => f.dir === CHART_CRD_DIR).map((f) => f.file)).toEqual(
+      renderCrds().map((c) => c.file),
+    );
+    expect(files.filter((f) => f.dir === CHART_POLICY_DIR).length).toBeGreaterThan(0);
+    for (const { dir, file, text } of files) {
+      const path = join(dir, file);
+      expect(existsSync(path) ? readFileSync(path, "utf8") : "(missing)", path).toBe(text);
+    }
+    expect(staleFiles(files)).toEqual([]);
+  });
+
+  it("the chart's appVersion is the package version", () => {
+    const pkg = JSON.parse(readFileSync(join(CHART_DIR, "..", "..", "package.json"), "utf8")) as {
+      version: string;
+    };
+    const chart = parse(readFileSync(join(CHART_DIR, "Chart.yaml"), "utf8")) as { appVersion: string };
+    expect(chart.appVersion).toBe(pkg.version);
   });
 
   it("structural conversion drops closed-object markers and keeps maps", () => {
