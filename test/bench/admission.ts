@@ -17,7 +17,7 @@ import { kubeTime, patchStatus } from "../../controller/kube/status.ts";
 import { SYNCRUNS } from "../../controller/reconcile/objects.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
 import { freePort } from "../env/services/process.ts";
-import { table } from "./measure.ts";
+import { machineBusySeconds, ownCpuSeconds, processCpuSeconds, table } from "./measure.ts";
 
 /**
  * Admission throughput of the whole controller against a real kube-apiserver + etcd, next to the
@@ -801,35 +801,11 @@ function serverProcesses(env: Environment): Record<string, number | undefined> {
   return found;
 }
 
-const CLOCK_TICKS = 100;
-
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
-
-function machineBusySeconds(): number | undefined {
-  try {
-    const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
-    return (cpu.reduce((a, b) => a + b, 0) - idle) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
-
 /** CPU seconds of the given processes, this bench and the whole machine, to subtract later. */
 function cpuSnapshot(pids: Record<string, number | undefined>) {
   const values = new Map<string, number | undefined>();
   for (const [name, pid] of Object.entries(pids)) values.set(name, processCpuSeconds(pid));
-  const usage = process.cpuUsage();
-  values.set("bench (this process)", (usage.user + usage.system) / 1e6);
+  values.set("bench (this process)", ownCpuSeconds());
   values.set("machine busy (all processes)", machineBusySeconds());
   return {
     values,

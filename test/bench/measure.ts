@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import vm from "node:vm";
 
@@ -126,4 +127,36 @@ export function table(header: readonly string[], rows: readonly (readonly string
   const line = (cells: readonly string[]) =>
     cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ");
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+/** Linux's USER_HZ: /proc reports CPU time in these ticks. */
+const CLOCK_TICKS = 100;
+
+/** A process's CPU seconds (utime + stime) from /proc; undefined when it is gone or not Linux. */
+export function processCpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Core-seconds the whole machine was busy since boot (all CPUs, idle and iowait excluded). */
+export function machineBusySeconds(): number | undefined {
+  try {
+    const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
+    return (cpu.reduce((a, b) => a + b, 0) - idle) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** This process's CPU seconds. */
+export function ownCpuSeconds(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
 }

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import type { Kafka, Producer } from "kafkajs";
 import { Partitioners } from "kafkajs";
 import pg from "pg";
@@ -16,7 +17,7 @@ import {
 } from "../../controller/runner/stream.ts";
 import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
-import { table } from "./measure.ts";
+import { machineBusySeconds, ownCpuSeconds, table } from "./measure.ts";
 
 /**
  * The data plane's throughput against its raw ceilings, on real servers started for the run:
@@ -99,7 +100,31 @@ interface Measured {
   /** Seconds from the start until the first row arrived, where it is known. */
   readonly firstRowSeconds?: number | undefined;
   readonly note?: string;
+  /** CPU seconds of this process and of the whole machine while it ran (see withCpu). */
+  readonly cpu?: { readonly own: number; readonly machine: number | undefined };
 }
+
+/**
+ * Runs one measurement and adds the CPU it took: this process (the runner, or the bare client) and
+ * the whole machine (PostgreSQL, the broker and everything else too). On a small machine the rows/s
+ * figures are bounded by CPU, and these tell which side spent it.
+ */
+async function withCpu(measure: () => Promise<Measured>): Promise<Measured> {
+  const own = ownCpuSeconds();
+  const machine = machineBusySeconds();
+  const m = await measure();
+  const machineAfter = machineBusySeconds();
+  return {
+    ...m,
+    cpu: {
+      own: ownCpuSeconds() - own,
+      machine: machine === undefined || machineAfter === undefined ? undefined : machineAfter - machine,
+    },
+  };
+}
+
+const microsPerRow = (seconds: number | undefined, rows: number) =>
+  seconds === undefined ? "-" : ((seconds * 1e6) / rows).toFixed(1);
 
 const rate = (m: Measured) => m.rows / m.seconds;
 const now = () => performance.now() / 1000;
@@ -484,19 +509,19 @@ export async function run(): Promise<void> {
     );
     const produced = await produceTopic(kafka, topic, records);
     progress(`produced in ${produced.toFixed(1)} s; Kafka → PostgreSQL...`);
-    const stream = await kafkaToPostgres(env, kafka, pool, topic, tables.stream, records, log);
+    const stream = await withCpu(() => kafkaToPostgres(env, kafka, pool, topic, tables.stream, records, log));
     progress("raw consumer...");
-    const consume = await rawConsume(kafka, topic, records);
+    const consume = await withCpu(() => rawConsume(kafka, topic, records));
     progress("raw INSERT...");
-    const insert = await rawInsert(pool, tables.insert, records);
+    const insert = await withCpu(() => rawInsert(pool, tables.insert, records));
     progress("raw COPY...");
-    const copy = await rawCopy(pool, tables.copy, records);
+    const copy = await withCpu(() => rawCopy(pool, tables.copy, records));
     progress("upsert alone...");
-    const upserted = await upsertAlone(pool, tables.upserted, records);
+    const upserted = await withCpu(() => upsertAlone(pool, tables.upserted, records));
     progress("table → table...");
     await pool.query(`INSERT INTO ${quoteTable(tables.source)} ${generatedRowsSql(records)}`);
     await pool.query(`VACUUM ANALYZE ${quoteTable(tables.source)}`);
-    const batch = await tableToTable(env, tables.source, tables.copied, records, log);
+    const batch = await withCpu(() => tableToTable(env, tables.source, tables.copied, records, log));
 
     for (const [m, name] of [
       [insert, tables.insert],
@@ -511,13 +536,15 @@ export async function run(): Promise<void> {
     const measured = [stream, batch, consume, insert, copy, upserted];
     console.log(
       table(
-        ["path", "rows", "seconds", "rows/s", "first row s", "note"],
+        ["path", "rows", "seconds", "rows/s", "first row s", "CPU µs/row: bench", "machine", "note"],
         measured.map((m) => [
           m.name,
           m.rows.toLocaleString("en-US"),
           m.seconds.toFixed(2),
           Math.round(rate(m)).toLocaleString("en-US"),
           m.firstRowSeconds === undefined ? "-" : m.firstRowSeconds.toFixed(2),
+          microsPerRow(m.cpu?.own, m.rows),
+          microsPerRow(m.cpu?.machine, m.rows),
           m.note ?? "",
         ]),
       ),
@@ -527,7 +554,9 @@ export async function run(): Promise<void> {
     console.log(
       `${ratio >= 0.7 ? "met   " : "MISSED"}  Kafka → PostgreSQL at least 0.7 of the smaller ceiling: ${ratio.toFixed(2)} (ceiling ${rate(consume) <= rate(rawWrite) ? "raw consume" : "raw write"}; raw write is ${rawWrite === copy ? "COPY" : "INSERT … unnest"})`,
     );
-    console.log(`(topic produced in ${produced.toFixed(1)} s; Node ${process.version})`);
+    console.log(
+      `(topic produced in ${produced.toFixed(1)} s; Node ${process.version}; ${availableParallelism()} cores; CPU µs/row counts this process, then every process of the machine, over the whole measurement)`,
+    );
     console.log(
       JSON.stringify({
         bench: "sync",
