@@ -19,6 +19,7 @@ export {
   type BatchResult,
   type CommitResult,
   type DeleteOutcome,
+  deepFreeze,
   type IndexDefinition,
   indexKeysOf,
   type MultiKeyIndex,

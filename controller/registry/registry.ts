@@ -229,7 +229,7 @@ function validateIdentity(entry: RegistryEntry): void {
  * frozen, so an updated entry that shares frozen parts with the old one costs only its new parts.
  * Typed arrays cannot be frozen and are left as they are.
  */
-function deepFreeze(value: object): void {
+export function deepFreeze(value: object): void {
   Object.freeze(value);
   for (const key in value) {
     const child: unknown = (value as Record<string, unknown>)[key];

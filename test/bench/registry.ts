@@ -3,6 +3,7 @@ import {
   compareResourceVersions,
   countByKindAndPhase,
   countRunningRuns,
+  deepFreeze,
   type IndexDefinition,
   Registry,
   type RegistryEntry,
@@ -285,23 +286,6 @@ function immutableContestant(): Contestant {
       return sum;
     },
   };
-}
-
-/** Freezes an object graph, as the registry does with every entry it stores. */
-function deepFreeze(value: object): void {
-  Object.freeze(value);
-  for (const key in value) {
-    const child: unknown = (value as Record<string, unknown>)[key];
-    if (
-      typeof child === "object" &&
-      child !== null &&
-      !Object.isFrozen(child) &&
-      Object.hasOwn(value, key) &&
-      !ArrayBuffer.isView(child)
-    ) {
-      deepFreeze(child);
-    }
-  }
 }
 
 /** The registry's check that kind, namespace and name make an unambiguous key. */

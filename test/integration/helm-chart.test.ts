@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
 import { eventually } from "../support/controller.ts";
 import { testEnv, uniqueName } from "../support/env.ts";
-import { kubectl, kubectlOk } from "../support/kubectl.ts";
+import { installCrds, kubectl, kubectlOk } from "../support/kubectl.ts";
 import { baseJob, repoPath } from "../support/manifests.ts";
 
 // The chart is proven with the real helm CLI (built from the Go module proxy by the obtain script)
@@ -524,15 +524,7 @@ describe("helm template", () => {
 describe("on a real API server", () => {
   beforeAll(async () => {
     // Helm installs crds/ first; here the CRDs go first by hand, as `helm template` leaves them out.
-    await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", join(CHART, "crds")]);
-    await kubectlOk([
-      "wait",
-      "--for=condition=Established",
-      "--timeout=60s",
-      "crd/syncjobs.syncgov.io",
-      "crd/syncruns.syncgov.io",
-      "crd/syncpolicies.syncgov.io",
-    ]);
+    await installCrds(join(CHART, "crds"));
   }, 120_000);
 
   it("accepts every rendered object (server-side apply of the default rendering)", async () => {

@@ -39,10 +39,13 @@ function dropSkewWarning(stderr: string): string {
     .join("\n");
 }
 
-/** Installs the generated CRDs (idempotent) and waits until the API server serves them. */
-export async function installCrds(): Promise<void> {
+/**
+ * Installs the generated CRDs (idempotent; from crds/ unless another folder is given, e.g. the Helm
+ * chart's copy) and waits until the API server serves them.
+ */
+export async function installCrds(dir?: string): Promise<void> {
   const { repoPath } = await import("./manifests.ts");
-  await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", repoPath("crds")]);
+  await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", dir ?? repoPath("crds")]);
   await kubectlOk([
     "wait",
     "--for=condition=Established",
