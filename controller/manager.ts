@@ -38,7 +38,13 @@ import {
 } from "./reconcile/syncjob.ts";
 import { BY_KIND_AND_PHASE } from "./registry/indexes.ts";
 import type { RegistryEvent } from "./registry/registry.ts";
-import { createExecutor, type ExecutorKind, type RunExecutor, type RunHandle } from "./runner/executors.ts";
+import {
+  createExecutor,
+  type ExecutorKind,
+  type RunExecutor,
+  type RunHandle,
+  runnerSettingsEnv,
+} from "./runner/executors.ts";
 import { type Decision, decideAdmissions } from "./scheduler/admission.ts";
 import { admissionInput, type JobAdmission } from "./scheduler/input.ts";
 import { untilNextMinute } from "./scheduler/windows.ts";
@@ -117,6 +123,7 @@ export class Controller {
               kind,
               kubeConfig: kc,
               image: opts.runnerImage ?? "ghcr.io/syncgov/syncgov:latest",
+              env: runnerSettingsEnv(process.env),
             })
           : kind === "InProcess"
             ? createExecutor({ kind, kubeConfig: kc })

@@ -1,7 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { SyncJobSpec } from "../api/syncjob.ts";
 import { parseRunRef } from "./cluster.ts";
-import { ChildProcessExecutor, runnerJob, runnerJobName, SYNCGOV_CLI } from "./executors.ts";
+import {
+  ChildProcessExecutor,
+  runnerJob,
+  runnerJobName,
+  runnerSettingsEnv,
+  SYNCGOV_CLI,
+} from "./executors.ts";
 
 const run = {
   apiVersion: "syncgov.io/v1alpha1",
@@ -119,5 +125,51 @@ describe("parseRunRef", () => {
     expect(() => parseRunRef("ledger-import-28")).toThrow(/expected <namespace>\/<run>/);
     expect(() => parseRunRef("Finance/x")).toThrow();
     expect(() => parseRunRef("a/b/c")).toThrow();
+  });
+});
+
+describe("runnerSettingsEnv", () => {
+  it("passes the runner's settings on and keeps credentials behind", () => {
+    const env = runnerSettingsEnv({
+      SYNCGOV_LINEAGE: "http",
+      SYNCGOV_LINEAGE_URL: "https://marquez.example:5000",
+      SYNCGOV_LINEAGE_API_KEY: "s3cret-key",
+      SYNCGOV_LOG_LEVEL: "debug",
+      KAFKA_BROKERS: "kafka-0.kafka:9092,kafka-1.kafka:9092",
+      OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector:4318",
+      OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer s3cret",
+      DATABASE_URL: "postgres://app:s3cret@db/app",
+      HOME: "/home/syncgov",
+    });
+    expect(env).toEqual([
+      { name: "SYNCGOV_LOG_LEVEL", value: "debug" },
+      { name: "SYNCGOV_LINEAGE", value: "http" },
+      { name: "SYNCGOV_LINEAGE_URL", value: "https://marquez.example:5000" },
+      { name: "KAFKA_BROKERS", value: "kafka-0.kafka:9092,kafka-1.kafka:9092" },
+      { name: "OTEL_EXPORTER_OTLP_ENDPOINT", value: "https://collector:4318" },
+    ]);
+    expect(JSON.stringify(env)).not.toContain("s3cret");
+  });
+
+  it("leaves out a URL that carries a user or password", () => {
+    expect(
+      runnerSettingsEnv({
+        SYNCGOV_LINEAGE_URL: "https://lineage:hunter2@marquez.example",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "https://user@collector:4318",
+        SYNCGOV_LINEAGE_NAMESPACE: "prod",
+      }),
+    ).toEqual([{ name: "SYNCGOV_LINEAGE_NAMESPACE", value: "prod" }]);
+  });
+
+  it("becomes the runner container's environment", () => {
+    const job = runnerJob(run, fileJob, {
+      image: "ghcr.io/syncgov/syncgov:0.1.0",
+      env: runnerSettingsEnv({ SYNCGOV_LINEAGE: "kafka", SYNCGOV_LINEAGE_TOPIC: "lineage" }),
+    });
+    expect(job.spec!.template.spec!.containers[0]!.env).toEqual([
+      { name: "SYNCGOV_LINEAGE", value: "kafka" },
+      { name: "SYNCGOV_LINEAGE_TOPIC", value: "lineage" },
+    ]);
+    expect(runnerJob(run, fileJob, { image: "x" }).spec!.template.spec!.containers[0]!.env).toBeUndefined();
   });
 });

@@ -20,6 +20,7 @@ import {
   CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
+  type V1EnvVar,
   type V1Job,
   type V1ResourceRequirements,
   type V1Volume,
@@ -182,6 +183,48 @@ export interface JobExecutorOptions {
   readonly runAsUser?: number;
   /** How often done() looks at the Job; default 5 s. */
   readonly pollIntervalMs?: number;
+  /** Environment of the runner container, e.g. runnerSettingsEnv(process.env). */
+  readonly env?: readonly V1EnvVar[];
+}
+
+/** Settings the runner reads from its environment, as the controller passes them on. */
+const RUNNER_SETTINGS = [
+  "SYNCGOV_LOG_LEVEL",
+  "SYNCGOV_LINEAGE",
+  "SYNCGOV_LINEAGE_URL",
+  "SYNCGOV_LINEAGE_TOPIC",
+  "SYNCGOV_LINEAGE_KAFKA_BROKERS",
+  "SYNCGOV_LINEAGE_NAMESPACE",
+  "KAFKA_BROKERS",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_SERVICE_NAME",
+] as const;
+
+/**
+ * The controller's runner settings (lineage transport, log level, Kafka bootstrap servers, OTLP
+ * endpoint) as environment for runner Jobs, so a run in a Job reports as one in a child process
+ * does. Only settings pass, never credentials: a Job spec is readable by anyone who can read Jobs in
+ * the tenant's namespace, so SYNCGOV_LINEAGE_API_KEY and OTLP headers stay behind, and a URL that
+ * carries a user or password is left out (the runner then uses its default).
+ */
+export function runnerSettingsEnv(source: Readonly<Record<string, string | undefined>>): V1EnvVar[] {
+  const env: V1EnvVar[] = [];
+  for (const name of RUNNER_SETTINGS) {
+    const value = source[name];
+    if (value === undefined || value === "" || carriesCredentials(value)) continue;
+    env.push({ name, value });
+  }
+  return env;
+}
+
+/** Whether a value holds a URL with a user or password in it. */
+function carriesCredentials(value: string): boolean {
+  for (const part of value.split(",")) {
+    if (!URL.canParse(part.trim())) continue;
+    const url = new URL(part.trim());
+    if (url.username !== "" || url.password !== "") return true;
+  }
+  return false;
 }
 
 const DEFAULT_RESOURCES: V1ResourceRequirements = {
@@ -263,6 +306,7 @@ export function runnerJob(
               image: options.image,
               ...(options.imagePullPolicy ? { imagePullPolicy: options.imagePullPolicy } : {}),
               command: ["syncgov", "run", `${namespace}/${name}`],
+              ...(options.env && options.env.length > 0 ? { env: [...options.env] } : {}),
               resources: options.resources ?? DEFAULT_RESOURCES,
               securityContext: {
                 runAsNonRoot: true,
