@@ -16,8 +16,8 @@ import { applyManifests, readManifests } from "../../controller/kube/apply.ts";
 import { kubeTime, patchStatus } from "../../controller/kube/status.ts";
 import { SYNCRUNS } from "../../controller/reconcile/objects.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
-import { freePort } from "../env/services/process.ts";
-import { machineBusySeconds, ownCpuSeconds, processCpuSeconds, table } from "./measure.ts";
+import { freePort, stopProcess } from "../env/services/process.ts";
+import { integerOption, machineBusySeconds, ownCpuSeconds, processCpuSeconds, table } from "./measure.ts";
 
 /**
  * Admission throughput of the whole controller against a real kube-apiserver + etcd, next to the
@@ -67,7 +67,7 @@ const DECISION_PHASES: ReadonlySet<string> = new Set(["Running", "Queued", "Skip
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export async function run(): Promise<void> {
-  const jobs = jobsOption(process.argv);
+  const jobs = integerOption("jobs", 10_000, 2);
   const cpuProfile = process.argv.includes("--cpu-prof");
   const globalLimit = Math.floor(jobs / 2);
   const began = performance.now();
@@ -138,7 +138,7 @@ export async function run(): Promise<void> {
     const cpuDuring = cpuSnapshot({ ...servers, controller: controller.pid }).since(cpuBefore);
     const reconciles = await controllerReconciles(port).catch(() => []);
     const peakRssMb = peakRss(controller.pid);
-    await stopController(controller);
+    await stopProcess(controller, 30_000);
     controller = undefined;
     await tracker.stop();
 
@@ -248,19 +248,9 @@ export async function run(): Promise<void> {
       }),
     );
   } finally {
-    if (controller) await stopController(controller);
+    if (controller) await stopProcess(controller, 30_000);
     await env.stop();
   }
-}
-
-function jobsOption(argv: readonly string[]): number {
-  const at = argv.findIndex((a) => a === "--jobs" || a.startsWith("--jobs="));
-  if (at < 0) return 10_000;
-  const text = argv[at]!.includes("=") ? argv[at]!.slice("--jobs=".length) : argv[at + 1];
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 2)
-    throw new Error(`--jobs wants a whole number of at least 2, not ${text}`);
-  return n;
 }
 
 /** Generous: the bench fails rather than waiting forever on a controller that stalls. */
@@ -657,15 +647,6 @@ function watchControllerLog(child: ChildProcess, logFile: string): ControllerMar
   });
   lines.once("close", () => log.end());
   return marks;
-}
-
-async function stopController(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** GET on the API server with the kubeconfig's credentials, as text (for /metrics, which has no typed client). */

@@ -13,7 +13,7 @@ import { createStreamRunner, type StreamRunnerOptions } from "../../controller/r
 import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
 import { FaultProxy } from "../support/fault-proxy.ts";
-import { table } from "./measure.ts";
+import { integerOption, table } from "./measure.ts";
 
 /**
  * The breaker under a slow target at scale, on real servers started for the run: the scenario of
@@ -74,16 +74,6 @@ interface Change {
 function change(i: number, keys: number): Change {
   const id = 1 + ((i * 7919) % keys);
   return { id, val: `value ${i} of ${id}`, seq: i };
-}
-
-function recordsOption(): number {
-  const args = process.argv;
-  const i = args.findIndex((a) => a === "--records" || a.startsWith("--records="));
-  if (i < 0) return 200_000;
-  const text = args[i]!.includes("=") ? args[i]!.slice("--records=".length) : (args[i + 1] ?? "");
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--records needs a positive integer, not ${text}`);
-  return n;
 }
 
 const now = () => performance.now();
@@ -208,7 +198,7 @@ async function lostKeys(
 }
 
 export async function run(): Promise<void> {
-  const records = recordsOption();
+  const records = integerOption("records", 200_000);
   const keys = Math.max(1, Math.ceil(records / 2));
   const log = pino({ level: "warn" }, pino.destination(2));
   const env = await startEnvironment(progress);

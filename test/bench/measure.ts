@@ -160,3 +160,19 @@ export function ownCpuSeconds(): number {
   const usage = process.cpuUsage();
   return (usage.user + usage.system) / 1e6;
 }
+
+/**
+ * The whole number after `--name` (or in `--name=N`) on the command line, `fallback` when absent;
+ * throws when it is not a whole number of at least `min`.
+ */
+export function integerOption(name: string, fallback: number, min = 1): number {
+  const args = process.argv;
+  const flag = `--${name}`;
+  const at = args.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
+  if (at < 0) return fallback;
+  const text = args[at]!.includes("=") ? args[at]!.slice(flag.length + 1) : (args[at + 1] ?? "");
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`${flag} needs a whole number of at least ${min}, not ${text}`);
+  return n;
+}

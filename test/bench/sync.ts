@@ -17,7 +17,7 @@ import {
 } from "../../controller/runner/stream.ts";
 import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
-import { machineBusySeconds, ownCpuSeconds, table } from "./measure.ts";
+import { integerOption, machineBusySeconds, ownCpuSeconds, table } from "./measure.ts";
 
 /**
  * The data plane's throughput against its raw ceilings, on real servers started for the run:
@@ -81,16 +81,6 @@ function generatedRowsSql(records: number): string {
   return `SELECT g, 'customer ' || g, (ARRAY['books','garden','music','sports','toys'])[g % 5 + 1],
     (g % 100000) / 100.0, g % 1000, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
     FROM generate_series(1, ${records}) AS g`;
-}
-
-function recordsOption(): number {
-  const args = process.argv;
-  const i = args.findIndex((a) => a === "--records" || a.startsWith("--records="));
-  if (i < 0) return 1_000_000;
-  const text = args[i]!.includes("=") ? args[i]!.slice("--records=".length) : (args[i + 1] ?? "");
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--records needs a positive integer, not ${text}`);
-  return n;
 }
 
 interface Measured {
@@ -476,7 +466,7 @@ async function tableToTable(
 }
 
 export async function run(): Promise<void> {
-  const records = recordsOption();
+  const records = integerOption("records", 1_000_000);
   const log = pino({ level: "warn" }, pino.destination(2));
   const env = await startEnvironment(progress);
   const pool = new pg.Pool({ connectionString: env.postgres.url, max: 3 });

@@ -1,10 +1,9 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createWriteStream, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
+import { execFileAsync, freePort, stopProcess } from "../env/services/process.ts";
 import { eventually } from "../support/controller.ts";
 import { testEnv, uniqueName } from "../support/env.ts";
 import { installCrds, kubectl, kubectlOk } from "../support/kubectl.ts";
@@ -131,8 +130,6 @@ interface PodSpec {
 
 let helmBinary = "";
 let workDir = "";
-
-const execFileAsync = promisify(execFile);
 
 interface CommandResult {
   code: number;
@@ -706,28 +703,7 @@ describe("on a real API server", () => {
       // An RBAC denial names the account; other 403s (a namespace being deleted) are not the chart's.
       expect(readFileSync(logFile, "utf8")).not.toMatch(/forbidden: User \\?"system:serviceaccount/);
     } finally {
-      await stop(child);
+      await stopProcess(child, 20_000);
     }
   }, 150_000);
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  await exited;
-  clearTimeout(killer);
-}

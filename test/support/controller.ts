@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { join } from "node:path";
+import { stopProcess } from "../env/services/process.ts";
 import { testEnv } from "./env.ts";
 import { repoPath } from "./manifests.ts";
 
@@ -86,12 +87,7 @@ export async function startController(opts: {
       child.kill("SIGKILL");
       await exited;
     },
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(killer);
-    },
+    stop: () => stopProcess(child, 20_000),
     metrics: async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
   };
 }

@@ -7,6 +7,19 @@ import { promisify } from "node:util";
 
 export const execFileAsync = promisify(execFile);
 
+/**
+ * Stops a child process: SIGTERM, then SIGKILL if it is still running after `graceMs`. Resolves once
+ * it has exited (at once if it already had).
+ */
+export async function stopProcess(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const killer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(killer);
+}
+
 /** A free TCP port on the loopback interface, as the kernel hands it out. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
