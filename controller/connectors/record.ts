@@ -174,12 +174,11 @@ export function parseRecord(schema: RowSchema, record: unknown): RecordResult {
   const fields = record as Record<string, unknown>;
   const row: Row = {};
   try {
-    for (const column of schema.columns) {
-      const present = Object.hasOwn(fields, column.name);
-      row[column.name] = coerceColumnValue(
-        column,
-        present ? fields[column.name] : undefined,
-        schema.keyColumns.includes(column.name),
+    for (const reader of columnReaders(schema)) {
+      const value = fields[reader.name];
+      // Only a name Object.prototype has (e.g. constructor) can be found without being the record's own.
+      row[reader.name] = reader.read(
+        reader.inherited && !Object.hasOwn(fields, reader.name) ? undefined : value,
       );
     }
   } catch (error) {
@@ -194,36 +193,73 @@ export function parseRecord(schema: RowSchema, record: unknown): RecordResult {
  * undefined (a missing field) and null are both SQL NULL; `isKey` makes that a MissingKey.
  */
 export function coerceColumnValue(column: Column, value: unknown, isKey = false): RowValue {
-  if (value === undefined || value === null) {
-    if (isKey) throw new ColumnValueError(column.name, "MissingKey", "key value is missing");
-    if (column.nullable === false)
-      throw new ColumnValueError(column.name, "NullNotAllowed", "value is missing");
-    return null;
-  }
-  const fail = (reason: ValueRejection, detail: string): never => {
-    throw new ColumnValueError(column.name, reason, detail);
-  };
-  switch (column.type) {
-    case "text":
-      return coerceText(value, fail);
-    case "integer":
-      return coerceInteger(value, fail);
-    case "bigint":
-      return coerceBigint(value, fail);
-    case "numeric":
-      return coerceNumeric(value, fail);
-    case "boolean":
-      return coerceBoolean(value, fail);
-    case "timestamp":
-      return coerceTimestamp(value, fail);
-    case "date":
-      return coerceDate(value, fail);
-    case "json":
-      return coerceJson(value, fail);
-  }
+  return columnReader(column, isKey).read(value);
 }
 
 type Fail = (reason: ValueRejection, detail: string) => never;
+
+const COERCERS: Readonly<Record<ColumnType, (value: unknown, fail: Fail) => RowValue>> = {
+  text: coerceText,
+  integer: coerceInteger,
+  bigint: coerceBigint,
+  numeric: coerceNumeric,
+  boolean: coerceBoolean,
+  timestamp: coerceTimestamp,
+  date: coerceDate,
+  json: coerceJson,
+};
+
+/** One column's coercion with everything that depends only on the column worked out once. */
+interface ColumnReader {
+  readonly name: string;
+  /** Whether Object.prototype has a property of this name, so a plain read may find it. */
+  readonly inherited: boolean;
+  readonly read: (value: unknown) => RowValue;
+}
+
+function newColumnReader(column: Column, isKey: boolean): ColumnReader {
+  const { name } = column;
+  const fail: Fail = (reason, detail) => {
+    throw new ColumnValueError(name, reason, detail);
+  };
+  const coerce = COERCERS[column.type];
+  const nullable = !isKey && column.nullable !== false;
+  return {
+    name,
+    inherited: name in Object.prototype,
+    read: (value) => {
+      if (value !== undefined && value !== null) return coerce(value, fail);
+      if (isKey) throw new ColumnValueError(name, "MissingKey", "key value is missing");
+      if (!nullable) throw new ColumnValueError(name, "NullNotAllowed", "value is missing");
+      return null;
+    },
+  };
+}
+
+// Readers are kept per column object (schemas are frozen, so columns are too): streams and files
+// coerce every value of every record, and building the reader per value cost as much as the coercion.
+const keyReaders = new WeakMap<Column, ColumnReader>();
+const valueReaders = new WeakMap<Column, ColumnReader>();
+const schemaReaders = new WeakMap<RowSchema, readonly ColumnReader[]>();
+
+function columnReader(column: Column, isKey: boolean): ColumnReader {
+  const cache = isKey ? keyReaders : valueReaders;
+  let reader = cache.get(column);
+  if (reader === undefined) {
+    reader = newColumnReader(column, isKey);
+    cache.set(column, reader);
+  }
+  return reader;
+}
+
+function columnReaders(schema: RowSchema): readonly ColumnReader[] {
+  let readers = schemaReaders.get(schema);
+  if (readers === undefined) {
+    readers = schema.columns.map((c) => columnReader(c, schema.keyColumns.includes(c.name)));
+    schemaReaders.set(schema, readers);
+  }
+  return readers;
+}
 
 function describe(value: unknown): string {
   if (Array.isArray(value)) return "an array";

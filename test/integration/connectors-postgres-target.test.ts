@@ -153,6 +153,85 @@ describe("PostgresTarget.upsert", () => {
     expect((await statusByKey(table)).size).toBe(0);
   });
 
+  it("writes batches of new keys as plain inserts, retries a batch meeting an existing key as the upsert, and backs off", async () => {
+    const table = await scratch.create("insert_first", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema, batchSize: 500 });
+    const round1 = lastPerKey(rowsWithRepeatedKeys(1)); // 2500 distinct keys: five batches
+    await target.upsert(round1);
+    expect(target.writeCounts()).toEqual({ inserted: 5, upserted: 0, insertsRetried: 0 });
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, round1),
+    );
+
+    // Every key exists now: a tried insert fails and the batch is upserted; then 1, 2, 4 … batches go
+    // straight to the upsert before the next try.
+    const round2 = lastPerKey(rowsWithRepeatedKeys(2));
+    await target.upsert(round2);
+    // Batch 1: tried, retried (streak 1). Batch 2: upsert. Batch 3: tried, retried (streak 2).
+    // Batches 4 and 5: upserts.
+    expect(target.writeCounts()).toEqual({ inserted: 5, upserted: 5, insertsRetried: 2 });
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, round2),
+    );
+
+    // New keys again, and no upserts left in the streak: every batch is tried and inserted, and the
+    // first success resets the streak's length.
+    const fresh = round1.map((r) => ({ ...r, order_id: String(BigInt(r.order_id as string) + 1_000_000n) }));
+    await target.upsert(fresh);
+    expect(target.writeCounts()).toEqual({ inserted: 10, upserted: 5, insertsRetried: 2 });
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, [...round2, ...fresh]),
+    );
+  });
+
+  it("with a version column, a batch of new keys inserts the newest version of each key", async () => {
+    const table = await scratch.create("insert_versioned", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema, versionColumn: "version" });
+    const row = (line: number, version: number): Row => ({
+      order_id: "3",
+      line,
+      status: `v${version}`,
+      amount: "1",
+      updated_at: "2024-01-01T00:00:00.000000Z",
+      doc: null,
+      version: String(version),
+    });
+    expect((await target.upsert([row(1, 7), row(1, 2), row(2, 1), row(2, 4)])).written).toBe(2);
+    expect(target.writeCounts()).toEqual({ inserted: 1, upserted: 0, insertsRetried: 0 });
+    expect(Object.fromEntries(await statusByKey(table))).toEqual({ "3/1": "v7", "3/2": "v4" });
+  });
+
+  it("fails a batch that breaks another unique index, as the upsert alone would", async () => {
+    const table = await scratch.create("other_unique", `${ORDER_LINES}, UNIQUE (status)`);
+    const target = new PostgresTarget(pool, { table, schema });
+    const base: Row = {
+      order_id: "1",
+      line: 1,
+      status: "taken",
+      amount: "1",
+      updated_at: "2024-01-01T00:00:00.000000Z",
+      doc: null,
+      version: "1",
+    };
+    await target.upsert([base]);
+    await expect(target.upsert([{ ...base, line: 2 }])).rejects.toMatchObject({ code: "23505" });
+    expect(target.writeCounts()).toEqual({ inserted: 1, upserted: 0, insertsRetried: 1 });
+    expect(Object.fromEntries(await statusByKey(table))).toEqual({ "1/1": "taken" });
+  });
+
+  it("concurrent writers of overlapping keys converge, whichever of them inserts first", async () => {
+    const table = await scratch.create("insert_race", ORDER_LINES);
+    const rows = lastPerKey(rowsWithRepeatedKeys(3));
+    const writers = [0, 1, 2].map(() => new PostgresTarget(pool, { table, schema, batchSize: 250 }));
+    // The same rows from three writers at once: every batch of every writer must land without error.
+    await Promise.all(writers.map((w) => w.upsert(rows)));
+    const retried = writers.reduce((n, w) => n + w.writeCounts().insertsRetried, 0);
+    expect(retried).toBeGreaterThan(0);
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, rows),
+    );
+  });
+
   it("deleteKeys deletes by composite key in batches", async () => {
     const table = await scratch.create("delete", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, batchSize: 300 });

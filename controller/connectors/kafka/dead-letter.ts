@@ -11,6 +11,7 @@
  * gives the same result several times faster; a stream decodes one value per record.
  */
 
+import { isUtf8 } from "node:buffer";
 import type { IHeaders, Message } from "kafkajs";
 import {
   canonicalDecimal,
@@ -50,8 +51,6 @@ export type DecodeResult =
       readonly message: string;
     };
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
 /** Turns a message into a keyed row, or says why it cannot be one. Never throws for bad data. */
 export function decodeMessage(schema: RowSchema, message: ConsumedMessage): DecodeResult {
   const key = message.key === null ? "" : decodeUtf8(message.key);
@@ -89,12 +88,9 @@ export function decodeMessage(schema: RowSchema, message: ConsumedMessage): Deco
   return { ok: true, key, row: result.row };
 }
 
+/** The bytes as text, or undefined when they are not UTF-8 (isUtf8 validates, toString would substitute). */
 function decodeUtf8(bytes: Buffer): string | undefined {
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    return undefined;
-  }
+  return isUtf8(bytes) ? bytes.toString("utf8") : undefined;
 }
 
 /**
