@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import v8 from "node:v8";
 import vm from "node:vm";
 
@@ -142,6 +142,64 @@ export function processCpuSeconds(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * CPU seconds of every process now running, by pid, with its program name (/proc's comm) and its
+ * parent. `seconds` includes the children it has reaped (cutime, cstime), so the CPU of a process
+ * that ends between two snapshots — a PostgreSQL backend whose connection closed — still counts, in
+ * its parent's line.
+ */
+export type ProcessCpuSnapshot = ReadonlyMap<
+  number,
+  { readonly program: string; readonly parent: number; readonly seconds: number }
+>;
+
+export function processCpuSnapshot(): ProcessCpuSnapshot {
+  const snapshot = new Map<number, { program: string; parent: number; seconds: number }>();
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return snapshot;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      const fields = stat.slice(close + 2).split(" ");
+      snapshot.set(Number(entry), {
+        program: stat.slice(stat.indexOf("(") + 1, close),
+        parent: Number(fields[1]),
+        seconds:
+          (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS,
+      });
+    } catch {
+      // The process ended between the listing and the read.
+    }
+  }
+  return snapshot;
+}
+
+/**
+ * CPU seconds spent between two snapshots by the processes of each program name. A process started in
+ * between counts from zero; one that ended in between counts in its parent (which reaped it), less
+ * what it had spent before the first snapshot.
+ */
+export function cpuByProgram(before: ProcessCpuSnapshot, after: ProcessCpuSnapshot): Map<string, number> {
+  const spent = new Map<string, number>();
+  const add = (program: string, seconds: number) => spent.set(program, (spent.get(program) ?? 0) + seconds);
+  for (const [pid, { program, seconds }] of after) {
+    const earlier = before.get(pid);
+    add(program, seconds - (earlier?.program === program ? earlier.seconds : 0));
+  }
+  for (const [pid, { parent, seconds }] of before) {
+    const reaper = after.get(parent);
+    if (!after.has(pid) && reaper) add(reaper.program, -seconds);
+  }
+  for (const [program, seconds] of spent) if (seconds <= 0) spent.delete(program);
+  return spent;
 }
 
 /** Core-seconds the whole machine was busy since boot (all CPUs, idle and iowait excluded). */

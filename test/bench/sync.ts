@@ -17,7 +17,14 @@ import {
 } from "../../controller/runner/stream.ts";
 import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
-import { integerOption, machineBusySeconds, ownCpuSeconds, table } from "./measure.ts";
+import {
+  cpuByProgram,
+  integerOption,
+  machineBusySeconds,
+  ownCpuSeconds,
+  processCpuSnapshot,
+  table,
+} from "./measure.ts";
 
 /**
  * The data plane's throughput against its raw ceilings, on real servers started for the run:
@@ -93,8 +100,13 @@ interface Measured {
   /** Seconds from the start until the first row arrived, where it is known. */
   readonly firstRowSeconds?: number | undefined;
   readonly note?: string;
-  /** CPU seconds of this process and of the whole machine while it ran (see withCpu). */
-  readonly cpu?: { readonly own: number; readonly machine: number | undefined };
+  /** CPU seconds of this process, PostgreSQL, the broker and the whole machine while it ran (see withCpu). */
+  readonly cpu?: {
+    readonly own: number;
+    readonly postgres: number;
+    readonly broker: number;
+    readonly machine: number | undefined;
+  };
 }
 
 /**
@@ -105,12 +117,17 @@ interface Measured {
 async function withCpu(measure: () => Promise<Measured>): Promise<Measured> {
   const own = ownCpuSeconds();
   const machine = machineBusySeconds();
+  const processes = processCpuSnapshot();
   const m = await measure();
   const machineAfter = machineBusySeconds();
+  const byProgram = cpuByProgram(processes, processCpuSnapshot());
   return {
     ...m,
     cpu: {
       own: ownCpuSeconds() - own,
+      postgres: byProgram.get("postgres") ?? 0,
+      // The broker is the only JVM the environment runs.
+      broker: byProgram.get("java") ?? 0,
       machine: machine === undefined || machineAfter === undefined ? undefined : machineAfter - machine,
     },
   };
@@ -531,7 +548,18 @@ export async function run(): Promise<void> {
     const measured = [stream, batch, consume, insert, copy, upserted];
     console.log(
       table(
-        ["path", "rows", "seconds", "rows/s", "first row s", "CPU µs/row: bench", "machine", "note"],
+        [
+          "path",
+          "rows",
+          "seconds",
+          "rows/s",
+          "first row s",
+          "CPU µs/row: bench",
+          "postgres",
+          "broker",
+          "machine",
+          "note",
+        ],
         measured.map((m) => [
           m.name,
           m.rows.toLocaleString("en-US"),
@@ -539,6 +567,8 @@ export async function run(): Promise<void> {
           Math.round(rate(m)).toLocaleString("en-US"),
           m.firstRowSeconds === undefined ? "-" : m.firstRowSeconds.toFixed(2),
           microsPerRow(m.cpu?.own, m.rows),
+          microsPerRow(m.cpu?.postgres, m.rows),
+          microsPerRow(m.cpu?.broker, m.rows),
           microsPerRow(m.cpu?.machine, m.rows),
           m.note ?? "",
         ]),
@@ -550,7 +580,7 @@ export async function run(): Promise<void> {
       `${ratio >= 0.7 ? "met   " : "MISSED"}  Kafka → PostgreSQL at least 0.7 of the smaller ceiling: ${ratio.toFixed(2)} (ceiling ${rate(consume) <= rate(rawWrite) ? "raw consume" : "raw write"}; raw write is ${rawWrite === copy ? "COPY" : "INSERT … unnest"})`,
     );
     console.log(
-      `(topic produced in ${produced.toFixed(1)} s; Node ${process.version}; ${availableParallelism()} cores; CPU µs/row counts this process, then every process of the machine, over the whole measurement)`,
+      `(topic produced in ${produced.toFixed(1)} s; Node ${process.version}; ${availableParallelism()} cores; CPU µs/row counts this process, PostgreSQL's processes, the broker's, then every process of the machine, over the whole measurement)`,
     );
     console.log(
       JSON.stringify({
