@@ -1,9 +1,10 @@
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { PostgresTarget, TargetSchemaError } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
 import { checksumRows } from "../../controller/validation/checksum.ts";
 import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
-import { uniqueName } from "../support/env.ts";
+import { testEnv, uniqueName } from "../support/env.ts";
 import { scratchTables } from "../support/postgres.ts";
 
 const scratch = scratchTables({ max: 4 });
@@ -104,6 +105,10 @@ describe("PostgresTarget.upsert", () => {
       "ünïcødé ✓",
       "'single'",
       "1e5",
+      "\\N",
+      "\\.",
+      "cr\rlf\r\n",
+      "\\t not a tab",
     ];
     const rows: Row[] = awkward.map((status, line) => ({
       order_id: "7",
@@ -115,6 +120,8 @@ describe("PostgresTarget.upsert", () => {
       version: "1",
     }));
     await target.upsert(rows);
+    // New distinct keys: the batch went by COPY, whose text format escapes differently from arrays.
+    expect(target.writeCounts()).toMatchObject({ copied: 1, upserted: 0 });
     const stored = await pool.query<{ line: number; status: string; amount: string; doc: unknown }>(
       `SELECT line, status, amount::text AS amount, doc FROM ${table} ORDER BY line`,
     );
@@ -153,12 +160,12 @@ describe("PostgresTarget.upsert", () => {
     expect((await statusByKey(table)).size).toBe(0);
   });
 
-  it("writes batches of new keys as plain inserts, retries a batch meeting an existing key as the upsert, and backs off", async () => {
+  it("writes batches of new keys by COPY, retries a batch meeting an existing key as the upsert, and backs off", async () => {
     const table = await scratch.create("insert_first", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, batchSize: 500 });
     const round1 = lastPerKey(rowsWithRepeatedKeys(1)); // 2500 distinct keys: five batches
     await target.upsert(round1);
-    expect(target.writeCounts()).toEqual({ inserted: 5, upserted: 0, insertsRetried: 0 });
+    expect(target.writeCounts()).toEqual({ copied: 5, inserted: 0, upserted: 0, insertsRetried: 0 });
     expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
       checksumRows(schema.columns, round1),
     );
@@ -169,7 +176,7 @@ describe("PostgresTarget.upsert", () => {
     await target.upsert(round2);
     // Batch 1: tried, retried (streak 1). Batch 2: upsert. Batch 3: tried, retried (streak 2).
     // Batches 4 and 5: upserts.
-    expect(target.writeCounts()).toEqual({ inserted: 5, upserted: 5, insertsRetried: 2 });
+    expect(target.writeCounts()).toEqual({ copied: 5, inserted: 0, upserted: 5, insertsRetried: 2 });
     expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
       checksumRows(schema.columns, round2),
     );
@@ -178,7 +185,7 @@ describe("PostgresTarget.upsert", () => {
     // first success resets the streak's length.
     const fresh = round1.map((r) => ({ ...r, order_id: String(BigInt(r.order_id as string) + 1_000_000n) }));
     await target.upsert(fresh);
-    expect(target.writeCounts()).toEqual({ inserted: 10, upserted: 5, insertsRetried: 2 });
+    expect(target.writeCounts()).toEqual({ copied: 10, inserted: 0, upserted: 5, insertsRetried: 2 });
     expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
       checksumRows(schema.columns, [...round2, ...fresh]),
     );
@@ -197,7 +204,8 @@ describe("PostgresTarget.upsert", () => {
       version: String(version),
     });
     expect((await target.upsert([row(1, 7), row(1, 2), row(2, 1), row(2, 4)])).written).toBe(2);
-    expect(target.writeCounts()).toEqual({ inserted: 1, upserted: 0, insertsRetried: 0 });
+    // A key twice in the batch: no COPY, the plain INSERT of the collapsed rows.
+    expect(target.writeCounts()).toEqual({ copied: 0, inserted: 1, upserted: 0, insertsRetried: 0 });
     expect(Object.fromEntries(await statusByKey(table))).toEqual({ "3/1": "v7", "3/2": "v4" });
   });
 
@@ -215,8 +223,66 @@ describe("PostgresTarget.upsert", () => {
     };
     await target.upsert([base]);
     await expect(target.upsert([{ ...base, line: 2 }])).rejects.toMatchObject({ code: "23505" });
-    expect(target.writeCounts()).toEqual({ inserted: 1, upserted: 0, insertsRetried: 1 });
+    expect(target.writeCounts()).toEqual({ copied: 1, inserted: 0, upserted: 0, insertsRetried: 1 });
     expect(Object.fromEntries(await statusByKey(table))).toEqual({ "1/1": "taken" });
+  });
+
+  it("never copies into a table with rewrite rules or row-level security, and stops copying when refused", async () => {
+    const row = (line: number): Row => ({
+      order_id: "5",
+      line,
+      status: `line ${line}`,
+      amount: "1",
+      updated_at: "2024-01-01T00:00:00.000000Z",
+      doc: null,
+      version: "1",
+    });
+    // A rule an INSERT obeys and a COPY would not: every insert is also logged.
+    const ruled = await scratch.create("ruled", ORDER_LINES);
+    const log = await scratch.create("ruled_log", "order_id int8, line int4");
+    await pool.query(
+      `CREATE RULE log_insert AS ON INSERT TO ${ruled} DO ALSO INSERT INTO ${log} VALUES (NEW.order_id, NEW.line)`,
+    );
+    const withRule = new PostgresTarget(pool, { table: ruled, schema });
+    await withRule.upsert([row(1), row(2)]);
+    expect(withRule.writeCounts()).toMatchObject({ copied: 0, inserted: 1 });
+    expect((await pool.query(`SELECT count(*)::int AS n FROM ${log}`)).rows[0].n).toBe(2);
+
+    // Row-level security enabled before the target looks: no COPY.
+    const secured = await scratch.create("secured", ORDER_LINES);
+    await pool.query(`ALTER TABLE ${secured} ENABLE ROW LEVEL SECURITY`);
+    const securedTarget = new PostgresTarget(pool, { table: secured, schema });
+    await securedTarget.upsert([row(1)]);
+    expect(securedTarget.writeCounts()).toMatchObject({ copied: 0, inserted: 1 });
+
+    // Switched on after the target checked the table, for a role it applies to (the test user is a
+    // superuser, whom it never binds): the server refuses the COPY, the batch is inserted, and later
+    // batches do not try COPY again.
+    const later = await scratch.create("secured_later", ORDER_LINES);
+    const role = uniqueName("rls_writer").replaceAll("-", "_");
+    await pool.query(`CREATE ROLE ${role} NOLOGIN`);
+    await pool.query(`GRANT USAGE ON SCHEMA public TO ${role}`);
+    await pool.query(`GRANT SELECT, INSERT, UPDATE ON ${later} TO ${role}`);
+    const asRole = new pg.Pool({
+      connectionString: testEnv().databaseUrl,
+      max: 2,
+      options: `-c role=${role}`,
+    });
+    try {
+      const target = new PostgresTarget(asRole, { table: later, schema });
+      await target.upsert([row(1)]);
+      expect(target.writeCounts()).toMatchObject({ copied: 1, inserted: 0 });
+      await pool.query(`ALTER TABLE ${later} ENABLE ROW LEVEL SECURITY`);
+      await pool.query(`CREATE POLICY open ON ${later} USING (true) WITH CHECK (true)`);
+      await target.upsert([row(2)]);
+      await target.upsert([row(3)]);
+      expect(target.writeCounts()).toMatchObject({ copied: 1, inserted: 2, upserted: 0 });
+      expect([...(await statusByKey(later)).keys()].sort()).toEqual(["5/1", "5/2", "5/3"]);
+    } finally {
+      await asRole.end();
+      await pool.query(`DROP OWNED BY ${role}`);
+      await pool.query(`DROP ROLE ${role}`);
+    }
   });
 
   it("concurrent writers of overlapping keys converge, whichever of them inserts first", async () => {

@@ -171,6 +171,7 @@ export class KafkaSource {
   readonly #partitionLag = new Map<number, number>();
   #consumer: KafkaConsumer | undefined;
   #producer: Producer | undefined;
+  #deadLetterReady: Promise<void> = Promise.resolve();
   #starting: Promise<void> | undefined;
   #state: KafkaSourceState = "new";
   #failure: string | undefined;
@@ -256,24 +257,15 @@ export class KafkaSource {
     return this.#starting;
   }
 
+  /**
+   * The dead-letter side (topic and producer) is made ready while the consumer joins its group, and
+   * start() waits for both; a chunk holding dead letters waits for it before sending.
+   */
   async #start(): Promise<void> {
     const { kafka } = this.#options;
-    if (this.#options.createDeadLetterTopic !== false) {
-      const admin = kafka.admin();
-      await admin.connect();
-      try {
-        await ensureTopic(admin, this.deadLetterTopic);
-      } finally {
-        await admin.disconnect();
-      }
-    }
-    // Not idempotent: kafkajs would then retry a send forever, and a stop must be able to give up.
-    // A duplicate dead letter is harmless; the retry loop below re-sends a failed chunk.
-    this.#producer = kafka.producer({
-      maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
-    });
-    await this.#producer.connect();
+    this.#deadLetterReady = this.#prepareDeadLetters();
+    // Awaited below; until then a failure must not count as unhandled.
+    this.#deadLetterReady.catch(() => {});
     const consumer = kafka.consumer({
       groupId: this.groupId,
       sessionTimeout: this.#options.sessionTimeoutMs ?? 30_000,
@@ -308,6 +300,27 @@ export class KafkaSource {
       partitionsConsumedConcurrently: this.#options.concurrentPartitions ?? 1,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
+    await this.#deadLetterReady;
+  }
+
+  async #prepareDeadLetters(): Promise<void> {
+    const { kafka } = this.#options;
+    if (this.#options.createDeadLetterTopic !== false) {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        await ensureTopic(admin, this.deadLetterTopic);
+      } finally {
+        await admin.disconnect();
+      }
+    }
+    // Not idempotent: kafkajs would then retry a send forever, and a stop must be able to give up.
+    // A duplicate dead letter is harmless; the retry loop below re-sends a failed chunk.
+    this.#producer = kafka.producer({
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    await this.#producer.connect();
   }
 
   /**
@@ -325,6 +338,8 @@ export class KafkaSource {
   }
 
   async #disconnect(): Promise<void> {
+    // A producer still connecting would otherwise connect after the disconnect below.
+    await this.#deadLetterReady.catch(() => {});
     try {
       await this.#consumer?.disconnect();
     } finally {
@@ -402,6 +417,7 @@ export class KafkaSource {
     let outcome: SinkOutcome = "written";
     try {
       if (chunk.deadLetters.length > 0) {
+        await this.#deadLetterReady;
         const sent = await this.#attempt("dead-letter", keepAlive, payload, () =>
           this.#producer!.send({ topic: this.deadLetterTopic, acks: -1, messages: chunk.deadLetters }),
         );

@@ -34,17 +34,23 @@ export interface TableInfo {
   readonly columns: ReadonlyMap<string, TableColumnInfo>;
   /** Column sets of every usable unique index (primary key included): valid, immediate, no predicate or expression. */
   readonly uniqueKeys: readonly (readonly string[])[];
+  /** Whether rewrite rules apply to it (an INSERT obeys them, a COPY does not). */
+  readonly hasRules?: boolean;
+  /** Whether row-level security is enabled (PostgreSQL refuses COPY FROM then). */
+  readonly rowSecurity?: boolean;
 }
 
 /** Reads a table's columns and unique keys; undefined when no such relation is visible. */
 export async function describeTable(db: Queryable, table: string): Promise<TableInfo | undefined> {
   const relation = quoteTable(table);
-  const rel = await db.query<{ kind: string }>(
-    "SELECT c.relkind::text AS kind FROM pg_class c WHERE c.oid = to_regclass($1)",
+  const rel = await db.query<{ kind: string; has_rules: boolean; row_security: boolean }>(
+    `SELECT c.relkind::text AS kind, c.relhasrules AS has_rules, c.relrowsecurity AS row_security
+       FROM pg_class c WHERE c.oid = to_regclass($1)`,
     [relation],
   );
   const kind = rel.rows[0]?.kind;
   if (kind === undefined) return undefined;
+  const { has_rules: hasRules, row_security: rowSecurity } = rel.rows[0]!;
   const columns = await db.query<{
     name: string;
     pg_type: string;
@@ -97,6 +103,8 @@ export async function describeTable(db: Queryable, table: string): Promise<Table
       ]),
     ),
     uniqueKeys: unique.rows.map((u) => u.columns),
+    hasRules,
+    rowSecurity,
   };
 }
 

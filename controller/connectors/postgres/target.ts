@@ -9,15 +9,19 @@
  * statements cost more to parse and bind) and as fast as COPY into a staging table followed by
  * INSERT … SELECT, which needs a dedicated connection, a transaction and a temporary table.
  *
- * A batch is first tried as a plain INSERT of the collapsed rows, without ON CONFLICT: the speculative
- * insertion ON CONFLICT needs costs PostgreSQL about 1.6x the server CPU of a plain insert per row
- * (3.3 vs 5.3 µs, 2000-row batches of six columns into a table with a primary key). A batch of new
- * keys — a first load, a backfill, an append-mostly stream — is then written in one plain statement;
- * a batch that meets an existing key fails as a whole with unique_violation (a statement is atomic)
- * and is written again as the upsert. After such a failure the next batches go straight to the
- * upsert, for a count that doubles with each failed try (up to MAX_UPSERT_STREAK), so an update-heavy
- * sync pays one failed try per 64 batches at most; a try that succeeds resets the count. The failed
- * try leaves a duplicate-key ERROR line in the server's log.
+ * A batch is first tried as a plain insert, without ON CONFLICT: the speculative insertion ON CONFLICT
+ * needs makes PostgreSQL work about 1.6x as hard per row as a plain INSERT, and COPY, which inserts a
+ * page of rows at a time and logs them together, about 0.6x as hard as that INSERT (all its processes,
+ * 2000-row batches of six columns into a table with a primary key; test/bench/sync.ts). A batch whose
+ * keys are distinct goes by COPY (a statement of its own, on a connection taken for it); one holding
+ * a key twice by the plain INSERT of the collapsed rows (below). A batch of new keys — a first load, a
+ * backfill, an append-mostly stream — is then written in one plain statement; a batch that meets an
+ * existing key fails as a whole with unique_violation (a statement is atomic) and is written again as
+ * the upsert. After such a failure the next batches go straight to the upsert, for a count that
+ * doubles with each failed try (up to MAX_UPSERT_STREAK), so an update-heavy sync pays one failed try
+ * per 64 batches at most; a try that succeeds resets the count. The failed try leaves a duplicate-key
+ * ERROR line in the server's log. COPY obeys no rewrite rules and is refused under row-level security,
+ * so a table with either never gets it.
  *
  * Rows with the same key within a batch collapse to one before the upsert (PostgreSQL refuses to
  * update a row twice in one statement): the one with the highest version when a version column is
@@ -25,9 +29,11 @@
  * key equality and version order follow the column types and collations.
  */
 
+import { finished } from "node:stream/promises";
 import type pg from "pg";
+import copyStreams from "pg-copy-streams";
 import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
-import { defineRowSchema, type Row, type RowSchema } from "../record.ts";
+import { defineRowSchema, type Row, type RowSchema, type RowValue } from "../record.ts";
 import { columnProblems, describeTable, parameterType, sameColumnSet, type TableInfo } from "./catalog.ts";
 
 export interface PostgresTargetOptions {
@@ -129,12 +135,13 @@ function onConflictSql(
 /** The checked table's parameter types and the statements of a batch. */
 interface CheckedTable {
   readonly columns: readonly TypedColumn[];
-  readonly statements: BatchStatements;
-}
-
-interface BatchStatements {
-  readonly insert: string;
-  readonly upsert: string;
+  /** No rewrite rules and no row-level security: COPY does what an INSERT would. */
+  readonly copyable: boolean;
+  readonly statements: {
+    readonly copy: string;
+    readonly insert: string;
+    readonly upsert: string;
+  };
 }
 
 /** Batches written straight as upserts after a failed plain insert: doubles per failure, up to this. */
@@ -142,12 +149,19 @@ export const MAX_UPSERT_STREAK = 64;
 
 /** How a target's batches were written so far (see the module comment). */
 export interface WriteCounts {
+  /** Batches written by COPY. */
+  readonly copied: number;
   /** Batches written by a plain INSERT. */
   readonly inserted: number;
   /** Batches written by the upsert, after a failed insert or straight away. */
   readonly upserted: number;
-  /** Plain inserts that met an existing key and were written again as upserts. */
+  /** Plain inserts or copies that met an existing key and were written again as upserts. */
   readonly insertsRetried: number;
+}
+
+/** The COPY statement of a batch of distinct keys, in text format. */
+export function copySql(table: string, columns: readonly TypedColumn[]): string {
+  return `COPY ${quoteTable(table)} (${columns.map((c) => quoteIdent(c.name)).join(", ")}) FROM STDIN`;
 }
 
 /**
@@ -177,7 +191,9 @@ export class PostgresTarget {
   private checked: Promise<CheckedTable> | undefined;
   /** Batches still to go straight to the upsert, and the length of the next such streak. */
   private upsertStreak = { left: 0, next: 1 };
-  private readonly counts = { inserted: 0, upserted: 0, insertsRetried: 0 };
+  private readonly counts = { copied: 0, inserted: 0, upserted: 0, insertsRetried: 0 };
+  /** Whether a batch of distinct keys may go by COPY; cleared when the server refuses COPY. */
+  private copyAllowed = true;
 
   constructor(pool: pg.Pool, options: PostgresTargetOptions) {
     quoteTable(options.table);
@@ -209,11 +225,10 @@ export class PostgresTarget {
 
   /** Upserts rows in batches of batchSize; each batch is atomic, the whole call is not (and need not be). */
   async upsert(rows: readonly Row[]): Promise<UpsertResult> {
-    const { columns, statements } = await this.typedColumns();
+    const table = await this.typedColumns();
     let written = 0;
     for (let start = 0; start < rows.length; start += this.batchSize) {
-      const batch = rows.slice(start, start + this.batchSize);
-      written += await this.writeBatch(statements, columnArrays(columns, batch));
+      written += await this.writeBatch(table, rows.slice(start, start + this.batchSize));
     }
     return { received: rows.length, written };
   }
@@ -223,17 +238,27 @@ export class PostgresTarget {
     return { ...this.counts };
   }
 
-  /** One batch: a plain insert unless a recent one met an existing key, then the upsert (module comment). */
-  private async writeBatch(statements: BatchStatements, values: string[]): Promise<number> {
+  /**
+   * One batch: by COPY or a plain INSERT unless a recent one met an existing key, else (or when it
+   * does) by the upsert; see the module comment.
+   */
+  private async writeBatch(table: CheckedTable, batch: readonly Row[]): Promise<number> {
     const streak = this.upsertStreak;
+    let values: string[] | undefined;
     if (streak.left > 0) {
       streak.left--;
     } else {
       try {
-        const result = await this.pool.query(statements.insert, values);
-        this.counts.inserted++;
+        let written: number;
+        if (this.copyAllowed && table.copyable && distinctKeys(batch, this.schema.keyColumns)) {
+          written = await this.copyBatch(table, batch);
+        } else {
+          values = columnArrays(table.columns, batch);
+          written = (await this.pool.query(table.statements.insert, values)).rowCount ?? 0;
+          this.counts.inserted++;
+        }
         streak.next = 1;
-        return result.rowCount ?? 0;
+        return written;
       } catch (error) {
         if ((error as { code?: unknown }).code !== UNIQUE_VIOLATION) throw error;
         this.counts.insertsRetried++;
@@ -241,8 +266,36 @@ export class PostgresTarget {
         streak.next = Math.min(streak.next * 2, MAX_UPSERT_STREAK);
       }
     }
-    const result = await this.pool.query(statements.upsert, values);
+    values ??= columnArrays(table.columns, batch);
+    const result = await this.pool.query(table.statements.upsert, values);
     this.counts.upserted++;
+    return result.rowCount ?? 0;
+  }
+
+  /**
+   * COPY of a batch on a connection of its own. A server that refuses COPY here (feature not
+   * supported) gets the plain INSERT from then on, this batch included.
+   */
+  private async copyBatch(table: CheckedTable, batch: readonly Row[]): Promise<number> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      const copy = client.query(copyStreams.from(table.statements.copy));
+      copy.end(copyText(batch, table.columns));
+      await finished(copy);
+      this.counts.copied++;
+      return copy.rowCount;
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      // An error without an SQLSTATE is the connection's, which must not go back to the pool.
+      if (typeof code !== "string") broken = error as Error;
+      if (code !== FEATURE_NOT_SUPPORTED) throw error;
+    } finally {
+      client.release(broken);
+    }
+    this.copyAllowed = false;
+    const result = await this.pool.query(table.statements.insert, columnArrays(table.columns, batch));
+    this.counts.inserted++;
     return result.rowCount ?? 0;
   }
 
@@ -282,7 +335,9 @@ export class PostgresTarget {
       const { keyColumns } = this.schema;
       return {
         columns,
+        copyable: table.hasRules !== true && table.rowSecurity !== true,
         statements: {
+          copy: copySql(this.table, columns),
           insert: insertSql(this.table, columns, keyColumns, this.versionColumn),
           upsert: upsertSql(this.table, columns, keyColumns, this.versionColumn),
         },
@@ -324,6 +379,7 @@ export class PostgresTarget {
 }
 
 const UNIQUE_VIOLATION = "23505";
+const FEATURE_NOT_SUPPORTED = "0A000";
 
 const RELATION_KINDS: Readonly<Record<string, string>> = {
   v: "view",
@@ -360,4 +416,54 @@ export function arrayLiteral(rows: readonly Row[], column: string): string {
     else elements[i] = `"${value}"`;
   }
   return `{${elements.join(",")}}`;
+}
+
+/**
+ * Whether no two rows have the same key. Equal text is equal to PostgreSQL too; the reverse may fail
+ * (a case-insensitive collation), and then the COPY meets the duplicate and the batch is upserted.
+ */
+export function distinctKeys(rows: readonly Row[], keyColumns: readonly string[]): boolean {
+  const seen = new Set<RowValue | undefined>();
+  const single = keyColumns.length === 1 ? keyColumns[0]! : undefined;
+  for (const row of rows) {
+    // NUL cannot occur in a row's text (record.ts), so it separates composite key parts unambiguously.
+    const key = single === undefined ? keyColumns.map((k) => String(row[k])).join("\u0000") : row[single];
+    if (seen.has(key)) return false;
+    seen.add(key);
+  }
+  return true;
+}
+
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_SPECIAL_ALL = /[\\\t\n\r]/g;
+const COPY_ESCAPES: Readonly<Record<string, string>> = {
+  "\\": "\\\\",
+  "\t": "\\t",
+  "\n": "\\n",
+  "\r": "\\r",
+};
+
+/**
+ * The rows in COPY's text format, in column order: tab between values, a newline after each row,
+ * \N for NULL, and backslash, tab, newline and carriage return escaped with a backslash. Written
+ * here because pg-copy-streams moves bytes and leaves the format to its caller.
+ */
+export function copyText(rows: readonly Row[], columns: readonly TypedColumn[]): string {
+  const names = columns.map((c) => c.name);
+  const lines = new Array<string>(rows.length + 1);
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!;
+    let line = copyValue(row[names[0]!]);
+    for (let c = 1; c < names.length; c++) line += `\t${copyValue(row[names[c]!])}`;
+    lines[i] = line;
+  }
+  lines[rows.length] = "";
+  return lines.join("\n");
+}
+
+function copyValue(value: RowValue | undefined): string {
+  if (value === null || value === undefined) return "\\N";
+  if (typeof value === "number") return String(value);
+  if (typeof value === "boolean") return value ? "t" : "f";
+  return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
 }
