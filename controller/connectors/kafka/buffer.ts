@@ -112,6 +112,8 @@ export class BufferTopic {
   readonly #log: Logger;
   #producer: Promise<Producer> | undefined;
   #created: Promise<void> | undefined;
+  /** Whether ensureTopic created the topic and nothing was diverted to it since. */
+  #createdEmpty = false;
 
   constructor(options: BufferTopicOptions) {
     this.topic = assertTopicName(options.topic);
@@ -127,7 +129,7 @@ export class BufferTopic {
   ensureTopic(): Promise<void> {
     if (this.#options.createTopic === false) return Promise.resolve();
     this.#created ??= this.#withAdmin(async (admin) => {
-      await ensureTopic(admin, this.topic, {
+      this.#createdEmpty = await ensureTopic(admin, this.topic, {
         partitions: this.#options.partitions ?? 3,
         config: { "retention.ms": "-1", "cleanup.policy": "delete" },
       });
@@ -145,6 +147,7 @@ export class BufferTopic {
   async divert(rows: readonly KeyedRow[]): Promise<void> {
     if (rows.length === 0) return;
     await this.ensureTopic();
+    this.#createdEmpty = false;
     const producer = await this.#connectedProducer();
     const versionColumn = this.#options.versionColumn;
     const messages: Message[] = rows.map((r) => {
@@ -169,9 +172,14 @@ export class BufferTopic {
     return this.#withAdmin(async (admin) => (await topicOffsets(admin, this.topic)).end);
   }
 
-  /** Rows diverted and not yet replayed: end offsets minus the replay group's committed offsets. */
+  /**
+   * Rows diverted and not yet replayed: end offsets minus the replay group's committed offsets. A
+   * topic this object created and has diverted nothing to holds nothing (a job's sessions run one at
+   * a time, so nobody else writes it), which spares a new job's first session the broker round trips.
+   */
   async pendingCount(): Promise<number> {
     await this.ensureTopic();
+    if (this.#createdEmpty) return 0;
     return this.#withAdmin((admin) => consumerGroupLag(admin, this.replayGroupId, this.topic));
   }
 
