@@ -46,6 +46,19 @@ function rowsWithRepeatedKeys(round: number): Row[] {
   return rows;
 }
 
+/** One order line with every column set; the status says the version unless given. */
+function orderLine(orderId: string, line: number, version = 1, status = `v${version}`): Row {
+  return {
+    order_id: orderId,
+    line,
+    status,
+    amount: "1",
+    updated_at: "2024-01-01T00:00:00.000000Z",
+    doc: null,
+    version: String(version),
+  };
+}
+
 /** The rows a correct upsert leaves: per key, the one given last. */
 function lastPerKey(rows: readonly Row[]): Row[] {
   const byKey = new Map<string, Row>();
@@ -135,15 +148,7 @@ describe("PostgresTarget.upsert", () => {
   it("with a version column, keeps the newest value whatever order versions arrive in", async () => {
     const table = await scratch.create("versioned", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, versionColumn: "version", batchSize: 100 });
-    const row = (line: number, version: number): Row => ({
-      order_id: "1",
-      line,
-      status: `v${version}`,
-      amount: "1",
-      updated_at: "2024-01-01T00:00:00.000000Z",
-      doc: null,
-      version: String(version),
-    });
+    const row = (line: number, version: number) => orderLine("1", line, version);
     // Within one batch the highest version wins, even when it comes first.
     expect((await target.upsert([row(1, 5), row(1, 3), row(2, 1), row(2, 2)])).written).toBe(2);
     // Older versions replayed later are ignored; an equal version rewrites (idempotent replay).
@@ -194,15 +199,7 @@ describe("PostgresTarget.upsert", () => {
   it("with a version column, a batch of new keys inserts the newest version of each key", async () => {
     const table = await scratch.create("insert_versioned", ORDER_LINES);
     const target = new PostgresTarget(pool, { table, schema, versionColumn: "version" });
-    const row = (line: number, version: number): Row => ({
-      order_id: "3",
-      line,
-      status: `v${version}`,
-      amount: "1",
-      updated_at: "2024-01-01T00:00:00.000000Z",
-      doc: null,
-      version: String(version),
-    });
+    const row = (line: number, version: number) => orderLine("3", line, version);
     expect((await target.upsert([row(1, 7), row(1, 2), row(2, 1), row(2, 4)])).written).toBe(2);
     // A key twice in the batch: no COPY, the plain INSERT of the collapsed rows.
     expect(target.writeCounts()).toEqual({ copied: 0, inserted: 1, upserted: 0, insertsRetried: 0 });
@@ -212,15 +209,7 @@ describe("PostgresTarget.upsert", () => {
   it("fails a batch that breaks another unique index, as the upsert alone would", async () => {
     const table = await scratch.create("other_unique", `${ORDER_LINES}, UNIQUE (status)`);
     const target = new PostgresTarget(pool, { table, schema });
-    const base: Row = {
-      order_id: "1",
-      line: 1,
-      status: "taken",
-      amount: "1",
-      updated_at: "2024-01-01T00:00:00.000000Z",
-      doc: null,
-      version: "1",
-    };
+    const base = orderLine("1", 1, 1, "taken");
     await target.upsert([base]);
     await expect(target.upsert([{ ...base, line: 2 }])).rejects.toMatchObject({ code: "23505" });
     expect(target.writeCounts()).toEqual({ copied: 1, inserted: 0, upserted: 0, insertsRetried: 1 });
@@ -228,15 +217,7 @@ describe("PostgresTarget.upsert", () => {
   });
 
   it("never copies into a table with rewrite rules or row-level security, and stops copying when refused", async () => {
-    const row = (line: number): Row => ({
-      order_id: "5",
-      line,
-      status: `line ${line}`,
-      amount: "1",
-      updated_at: "2024-01-01T00:00:00.000000Z",
-      doc: null,
-      version: "1",
-    });
+    const row = (line: number) => orderLine("5", line);
     // A rule an INSERT obeys and a COPY would not: every insert is also logged.
     const ruled = await scratch.create("ruled", ORDER_LINES);
     const log = await scratch.create("ruled_log", "order_id int8, line int4");
