@@ -1,3 +1,5 @@
+import { metrics } from "@opentelemetry/api";
+import { type DataPoint, MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { PostgresTarget, TargetSchemaError } from "../../controller/connectors/postgres/target.ts";
@@ -194,6 +196,35 @@ describe("PostgresTarget.upsert", () => {
     expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
       checksumRows(schema.columns, [...round2, ...fresh]),
     );
+  });
+
+  it("counts batches by method, and retried inserts, in OpenTelemetry metrics", async () => {
+    class Reader extends MetricReader {
+      protected override async onForceFlush(): Promise<void> {}
+      protected override async onShutdown(): Promise<void> {}
+    }
+    const reader = new Reader();
+    metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+    try {
+      const table = await scratch.create("metered", ORDER_LINES);
+      const target = new PostgresTarget(pool, { table, schema });
+      await target.upsert([orderLine("8", 1), orderLine("8", 2)]); // copy
+      await target.upsert([orderLine("8", 3), orderLine("8", 3)]); // insert (a key twice)
+      await target.upsert([orderLine("8", 1, 2)]); // copy refused by the key, then upsert
+      const { resourceMetrics } = await reader.collect();
+      const points = (name: string) =>
+        resourceMetrics.scopeMetrics
+          .flatMap((s) => s.metrics)
+          .filter((m) => m.descriptor.name === name)
+          .flatMap((m) => m.dataPoints as DataPoint<number>[])
+          .filter((p) => p.attributes.table === table);
+      expect(
+        Object.fromEntries(points("syncgov_target_batches_total").map((p) => [p.attributes.method, p.value])),
+      ).toEqual({ copy: 1, insert: 1, upsert: 1 });
+      expect(points("syncgov_target_insert_retries_total").map((p) => p.value)).toEqual([1]);
+    } finally {
+      metrics.disable();
+    }
   });
 
   it("with a version column, a batch of new keys inserts the newest version of each key", async () => {

@@ -30,6 +30,7 @@
  */
 
 import { finished } from "node:stream/promises";
+import { type Counter, metrics } from "@opentelemetry/api";
 import type pg from "pg";
 import copyStreams from "pg-copy-streams";
 import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
@@ -194,6 +195,7 @@ export class PostgresTarget {
   private readonly counts = { copied: 0, inserted: 0, upserted: 0, insertsRetried: 0 };
   /** Whether a batch of distinct keys may go by COPY; cleared when the server refuses COPY. */
   private copyAllowed = true;
+  private readonly meters = targetMeters();
 
   constructor(pool: pg.Pool, options: PostgresTargetOptions) {
     quoteTable(options.table);
@@ -255,21 +257,29 @@ export class PostgresTarget {
         } else {
           values = columnArrays(table.columns, batch);
           written = (await this.pool.query(table.statements.insert, values)).rowCount ?? 0;
-          this.counts.inserted++;
+          this.counted("insert");
         }
         streak.next = 1;
         return written;
       } catch (error) {
         if ((error as { code?: unknown }).code !== UNIQUE_VIOLATION) throw error;
         this.counts.insertsRetried++;
+        this.meters.retries.add(1, { table: this.table });
         streak.left = streak.next;
         streak.next = Math.min(streak.next * 2, MAX_UPSERT_STREAK);
       }
     }
     values ??= columnArrays(table.columns, batch);
     const result = await this.pool.query(table.statements.upsert, values);
-    this.counts.upserted++;
+    this.counted("upsert");
     return result.rowCount ?? 0;
+  }
+
+  private counted(method: "copy" | "insert" | "upsert"): void {
+    if (method === "copy") this.counts.copied++;
+    else if (method === "insert") this.counts.inserted++;
+    else this.counts.upserted++;
+    this.meters.batches.add(1, { table: this.table, method });
   }
 
   /**
@@ -283,7 +293,7 @@ export class PostgresTarget {
       const copy = client.query(copyStreams.from(table.statements.copy));
       copy.end(copyText(batch, table.columns));
       await finished(copy);
-      this.counts.copied++;
+      this.counted("copy");
       return copy.rowCount;
     } catch (error) {
       const code = (error as { code?: unknown }).code;
@@ -295,7 +305,7 @@ export class PostgresTarget {
     }
     this.copyAllowed = false;
     const result = await this.pool.query(table.statements.insert, columnArrays(table.columns, batch));
-    this.counts.inserted++;
+    this.counted("insert");
     return result.rowCount ?? 0;
   }
 
@@ -376,6 +386,23 @@ export class PostgresTarget {
     if (problems.length > 0) throw new TargetSchemaError(this.table, problems);
     return info;
   }
+}
+
+/**
+ * The target's counters, from the meter provider registered when the target is made (the controller
+ * registers one at start, so in-process runs report on its /metrics; a runner process without one
+ * counts into the no-op meter).
+ */
+function targetMeters(): { readonly batches: Counter; readonly retries: Counter } {
+  const meter = metrics.getMeter("syncgov-runner");
+  return {
+    batches: meter.createCounter("syncgov_target_batches_total", {
+      description: "Batches written to PostgreSQL targets, by method: copy or insert (new keys) or upsert",
+    }),
+    retries: meter.createCounter("syncgov_target_insert_retries_total", {
+      description: "Copies and plain inserts that met an existing key and were written again as upserts",
+    }),
+  };
 }
 
 const UNIQUE_VIOLATION = "23505";
