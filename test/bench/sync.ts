@@ -43,15 +43,16 @@ import {
  *   whichever path came first would carry that cost; a broker in service has paid it long ago.
  * - raw write: the same rows written into a fresh table of the same shape by a bare multi-row INSERT
  *   from unnest() in the stream's chunk size, and by COPY; the faster is the ceiling.
- * - upsert alone (not a ceiling): the runner's PostgresTarget upserting the same rows from memory on
- *   as many connections as a realtime session uses, to tell how much of the gap the upsert explains.
+ * - target alone (not a ceiling): the runner's PostgresTarget writing the same rows from memory on as
+ *   many connections as a realtime session uses (new keys, so its batches go by COPY), to tell how much
+ *   of the gap the write explains.
  *
  * The last line is the JSON summary; ratio is the Kafka → PostgreSQL rate over the smaller ceiling.
  * `--records N` sets the size (default 1,000,000).
  */
 
 const PARTITIONS = 3;
-/** The stream runner's default chunk (StreamRunnerOptions.maxRowsPerChunk): rows per upsert. */
+/** The stream runner's default chunk (StreamRunnerOptions.maxRowsPerChunk): rows per target batch. */
 const STREAM_CHUNK_ROWS = DEFAULT_MAX_ROWS_PER_CHUNK;
 /** Records per produce request while filling the topic, and sends in flight. */
 const PRODUCE_BATCH = 5000;
@@ -369,9 +370,9 @@ async function rawCopy(pool: pg.Pool, target: string, records: number): Promise<
 /**
  * The runner's own write path with nothing in front of it: PostgresTarget.upsert of rows already in
  * memory, in the stream's chunk size, on as many connections as a realtime session writes partitions
- * at once. Not a ceiling of the ratio; it tells how much of the gap PostgreSQL's upserts explain.
+ * at once. Not a ceiling of the ratio; it tells how much of the gap the target's writes explain.
  */
-async function upsertAlone(pool: pg.Pool, target: string, records: number): Promise<Measured> {
+async function targetAlone(pool: pg.Pool, target: string, records: number): Promise<Measured> {
   const schema = defineRowSchema(
     [
       { name: "id", type: "bigint" },
@@ -402,7 +403,7 @@ async function upsertAlone(pool: pg.Pool, target: string, records: number): Prom
     }),
   );
   return {
-    name: `syncgov upsert alone (${DEFAULT_CONCURRENT_PARTITIONS} connections)`,
+    name: `syncgov target alone (${DEFAULT_CONCURRENT_PARTITIONS} connections)`,
     rows: records,
     seconds: now() - started,
     note: "rows already decoded, in memory",
@@ -490,8 +491,8 @@ export async function run(): Promise<void> {
     const insert = await withCpu(() => rawInsert(pool, tables.insert, records));
     progress("raw COPY...");
     const copy = await withCpu(() => rawCopy(pool, tables.copy, records));
-    progress("upsert alone...");
-    const upserted = await withCpu(() => upsertAlone(pool, tables.upserted, records));
+    progress("target alone...");
+    const upserted = await withCpu(() => targetAlone(pool, tables.upserted, records));
     progress("table → table...");
     await pool.query(`INSERT INTO ${quoteTable(tables.source)} ${generatedRowsSql(records)}`);
     await pool.query(`VACUUM ANALYZE ${quoteTable(tables.source)}`);
