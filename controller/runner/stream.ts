@@ -257,9 +257,12 @@ async function runSession(
 
   let supervising: Promise<void> = Promise.resolve();
   // The sink learns whether the buffer still holds rows while the consumer joins its group; its first
-  // chunk waits for that answer (a failure fails the session below).
-  const preparing = buffer.ensureTopic().then(() => sink.prepare());
+  // chunk waits for that answer, not for the buffer topic's creation (a failure of either fails the
+  // session below).
+  const preparing = sink.prepare();
+  const bufferReady = buffer.ensureTopic();
   preparing.catch(() => {});
+  bufferReady.catch(() => {});
   try {
     try {
       await source.start();
@@ -271,6 +274,7 @@ async function runSession(
       );
     }
     await preparing;
+    await bufferReady;
     status.diverting = sink.mode === "Diverting";
     status.report(sink, true);
     supervising = sink.supervise(stopping.signal);

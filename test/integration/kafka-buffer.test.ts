@@ -94,6 +94,20 @@ describe("BufferTopic", () => {
     expect((await buffer.replay(sink)).replayed).toBe(0);
   });
 
+  it("counts nothing pending in a topic it had to create, and a later session counts what an earlier one diverted", async () => {
+    const { topic, buffer } = await setUp("bufn");
+    expect(await buffer.pendingCount()).toBe(0);
+    await buffer.ensureTopic();
+    expect((await admin.listTopics()).includes(topic)).toBe(true);
+    await buffer.divert(Array.from({ length: 40 }, (_, i) => keyed(i, 1)));
+    expect(await buffer.pendingCount()).toBe(40);
+
+    // The next session's buffer object finds the topic already there and asks the broker.
+    const next = new BufferTopic({ kafka, topic, versionColumn: "version", partitions: 3 });
+    stopBeforeCleanup.push(() => next.close());
+    expect(await next.pendingCount()).toBe(40);
+  });
+
   it("replays up to the end offsets seen at start (or an explicit mark) and trims what it replayed", async () => {
     const { target, buffer, topic } = await setUp("bufm");
     await buffer.divert(Array.from({ length: 100 }, (_, i) => keyed(i, 1)));

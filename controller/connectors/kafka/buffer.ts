@@ -112,8 +112,10 @@ export class BufferTopic {
   readonly #log: Logger;
   #producer: Promise<Producer> | undefined;
   #created: Promise<void> | undefined;
-  /** Whether ensureTopic created the topic and nothing was diverted to it since. */
-  #createdEmpty = false;
+  /** Whether the topic existed when this object first looked, before it created it. */
+  #existed: Promise<boolean> | undefined;
+  /** Whether this object has diverted anything. */
+  #diverted = false;
 
   constructor(options: BufferTopicOptions) {
     this.topic = assertTopicName(options.topic);
@@ -128,11 +130,14 @@ export class BufferTopic {
   /** Creates the topic (infinite retention) unless it exists or creation is turned off. */
   ensureTopic(): Promise<void> {
     if (this.#options.createTopic === false) return Promise.resolve();
-    this.#created ??= this.#withAdmin(async (admin) => {
-      this.#createdEmpty = await ensureTopic(admin, this.topic, {
-        partitions: this.#options.partitions ?? 3,
-        config: { "retention.ms": "-1", "cleanup.policy": "delete" },
-      });
+    this.#created ??= this.#existedAtFirstLook().then(async (existed) => {
+      if (existed) return;
+      await this.#withAdmin((admin) =>
+        ensureTopic(admin, this.topic, {
+          partitions: this.#options.partitions ?? 3,
+          config: { "retention.ms": "-1", "cleanup.policy": "delete" },
+        }),
+      );
     });
     this.#created.catch(() => {
       this.#created = undefined;
@@ -146,8 +151,8 @@ export class BufferTopic {
    */
   async divert(rows: readonly KeyedRow[]): Promise<void> {
     if (rows.length === 0) return;
+    this.#diverted = true;
     await this.ensureTopic();
-    this.#createdEmpty = false;
     const producer = await this.#connectedProducer();
     const versionColumn = this.#options.versionColumn;
     const messages: Message[] = rows.map((r) => {
@@ -174,12 +179,16 @@ export class BufferTopic {
 
   /**
    * Rows diverted and not yet replayed: end offsets minus the replay group's committed offsets. A
-   * topic this object created and has diverted nothing to holds nothing (a job's sessions run one at
-   * a time, so nobody else writes it), which spares a new job's first session the broker round trips.
+   * topic that did not exist when this object first looked, and to which it has diverted nothing,
+   * holds nothing (a job's sessions run one at a time, so nobody else writes it): then the answer
+   * needs neither the topic's creation nor the offsets, which spares a new job's first session the
+   * wait.
    */
   async pendingCount(): Promise<number> {
+    if (this.#options.createTopic !== false && !this.#diverted && !(await this.#existedAtFirstLook())) {
+      return 0;
+    }
     await this.ensureTopic();
-    if (this.#createdEmpty) return 0;
     return this.#withAdmin((admin) => consumerGroupLag(admin, this.replayGroupId, this.topic));
   }
 
@@ -342,6 +351,14 @@ export class BufferTopic {
       this.#producer = undefined;
     });
     return this.#producer;
+  }
+
+  #existedAtFirstLook(): Promise<boolean> {
+    this.#existed ??= this.#withAdmin(async (admin) => (await admin.listTopics()).includes(this.topic));
+    this.#existed.catch(() => {
+      this.#existed = undefined;
+    });
+    return this.#existed;
   }
 
   async #withAdmin<T>(use: (admin: ReturnType<Kafka["admin"]>) => Promise<T>): Promise<T> {
