@@ -2,8 +2,8 @@
  * A PostgreSQL table as a sync target: batched, idempotent upserts by key columns, so a run repeated
  * after a crash converges to the same rows.
  *
- * Each batch is one statement, `INSERT … SELECT … FROM unnest($1::type[], …) ON CONFLICT (keys) DO
- * UPDATE`: one array parameter per column, so the statement text depends only on the table shape
+ * The upsert of a batch is one statement, `INSERT … SELECT … FROM unnest($1::type[], …) ON CONFLICT
+ * (keys) DO UPDATE`: one array parameter per column, so the statement text depends only on the table shape
  * (never on the values) and a batch of any size fits in a handful of parameters. Measured on 10k
  * rows in 1k-row batches it was about twice as fast as multi-row VALUES (whose 7000-parameter
  * statements cost more to parse and bind) and as fast as COPY into a staging table followed by
@@ -225,7 +225,10 @@ export class PostgresTarget {
     this.problemsOrThrow(info);
   }
 
-  /** Upserts rows in batches of batchSize; each batch is atomic, the whole call is not (and need not be). */
+  /**
+   * Writes rows as upserts in batches of batchSize (by COPY, a plain INSERT or the upsert statement; see
+   * the module comment); each batch is atomic, the whole call is not (and need not be).
+   */
   async upsert(rows: readonly Row[]): Promise<UpsertResult> {
     const table = await this.typedColumns();
     let written = 0;
@@ -235,7 +238,7 @@ export class PostgresTarget {
     return { received: rows.length, written };
   }
 
-  /** How this target's batches were written so far: plain inserts, upserts, and inserts retried as upserts. */
+  /** How this target's batches were written so far: copies, plain inserts, upserts, and tries retried as upserts. */
   writeCounts(): WriteCounts {
     return { ...this.counts };
   }
