@@ -132,16 +132,28 @@ export function table(header: readonly string[], rows: readonly (readonly string
 /** Linux's USER_HZ: /proc reports CPU time in these ticks. */
 const CLOCK_TICKS = 100;
 
-/** A process's CPU seconds (utime + stime) from /proc; undefined when it is gone or not Linux. */
-export function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
+/** What /proc/<pid>/stat says of a process's CPU; undefined when it is gone or not Linux. */
+function readProcessStat(
+  pid: number | string,
+): { program: string; parent: number; seconds: number; reapedSeconds: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    const close = stat.lastIndexOf(")");
+    const fields = stat.slice(close + 2).split(" ");
+    return {
+      program: stat.slice(stat.indexOf("(") + 1, close),
+      parent: Number(fields[1]),
+      seconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
+      reapedSeconds: (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS,
+    };
   } catch {
     return undefined;
   }
+}
+
+/** A process's CPU seconds (utime + stime) from /proc; undefined when it is gone or not Linux. */
+export function processCpuSeconds(pid: number | undefined): number | undefined {
+  return pid === undefined ? undefined : readProcessStat(pid)?.seconds;
 }
 
 /**
@@ -165,18 +177,14 @@ export function processCpuSnapshot(): ProcessCpuSnapshot {
   }
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const close = stat.lastIndexOf(")");
-      const fields = stat.slice(close + 2).split(" ");
+    // Undefined when the process ended between the listing and the read.
+    const stat = readProcessStat(entry);
+    if (stat) {
       snapshot.set(Number(entry), {
-        program: stat.slice(stat.indexOf("(") + 1, close),
-        parent: Number(fields[1]),
-        seconds:
-          (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS,
+        program: stat.program,
+        parent: stat.parent,
+        seconds: stat.seconds + stat.reapedSeconds,
       });
-    } catch {
-      // The process ended between the listing and the read.
     }
   }
   return snapshot;
