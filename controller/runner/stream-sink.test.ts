@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import type { KeyedRow } from "../connectors/kafka/source.ts";
-import type { Row } from "../connectors/record.ts";
 import { type BreakerClock, SlowCallBreaker } from "../resilience/slow-call-breaker.ts";
 import { sessionBreakerConfig } from "./stream.ts";
 import { DivertingSink, type SinkBuffer, SinkStopped, type SinkTarget } from "./stream-sink.ts";
@@ -32,14 +31,14 @@ class FakeTarget implements SinkTarget {
     this.#clock = clock;
   }
 
-  async upsert(rows: readonly Row[]): Promise<{ written: number }> {
+  async upsert(records: readonly KeyedRow[]): Promise<{ written: number }> {
     this.upserts++;
     await this.#call();
-    for (const row of rows) {
+    for (const { row } of records) {
       const key = String(row.id);
       this.applied.set(key, [...(this.applied.get(key) ?? []), Number(row.seq)]);
     }
-    return { written: rows.length };
+    return { written: records.length };
   }
 
   async probe(): Promise<void> {
@@ -85,7 +84,7 @@ class FakeBuffer implements SinkBuffer {
   /** As a Compensation run: the rows count as replayed once the target has them. */
   async replayInto(target: FakeTarget): Promise<void> {
     const pending = this.rows.slice(this.replayed);
-    await target.upsert(pending.map((r) => r.row));
+    await target.upsert(pending);
     this.replayed += pending.length;
   }
 }

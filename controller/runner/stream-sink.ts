@@ -40,19 +40,26 @@
 
 import { sleep } from "../connectors/kafka/keep-alive.ts";
 import type { KeyedRow, SinkOutcome } from "../connectors/kafka/source.ts";
-import type { Row } from "../connectors/record.ts";
 import { type BreakerClock, type SlowCallBreaker, systemClock } from "../resilience/slow-call-breaker.ts";
 
-export interface SinkTarget {
+/**
+ * What the sink moves: a chunk of rows, in whatever form the session hands it over (the realtime
+ * session's SourceChunk, whose rows may stay undecoded until needed); the sink only counts it.
+ */
+export interface SinkChunk {
+  readonly length: number;
+}
+
+export interface SinkTarget<C extends SinkChunk = readonly KeyedRow[]> {
   /** Idempotent upserts by key; resolves with the rows the target inserted or updated. */
-  upsert(rows: readonly Row[]): Promise<{ readonly written: number }>;
+  upsert(rows: C): Promise<{ readonly written: number }>;
   /** A trial call that takes the target's write path and writes nothing. */
   probe(): Promise<void>;
 }
 
-export interface SinkBuffer {
+export interface SinkBuffer<C extends SinkChunk = readonly KeyedRow[]> {
   /** Resolves once the buffer holds every row, in order. */
-  divert(rows: readonly KeyedRow[]): Promise<void>;
+  divert(rows: C): Promise<void>;
   /** Rows diverted and not yet replayed. */
   pendingCount(): Promise<number>;
 }
@@ -70,10 +77,10 @@ export class SinkStopped extends Error {
   override readonly name = "SinkStopped";
 }
 
-export interface DivertingSinkOptions {
+export interface DivertingSinkOptions<C extends SinkChunk = readonly KeyedRow[]> {
   readonly breaker: SlowCallBreaker;
-  readonly target: SinkTarget;
-  readonly buffer: SinkBuffer;
+  readonly target: SinkTarget<C>;
+  readonly buffer: SinkBuffer<C>;
   /** The breaker's clock: call durations and the open-state wait are measured on it. */
   readonly clock?: BreakerClock;
   /** How often the supervisor probes, reads the buffer's pending count, and a waiting chunk looks again; default 1000 ms. */
@@ -86,10 +93,10 @@ export interface DivertingSinkOptions {
   readonly onError?: (what: string, error: unknown) => void;
 }
 
-export class DivertingSink {
+export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
   readonly #breaker: SlowCallBreaker;
-  readonly #target: SinkTarget;
-  readonly #buffer: SinkBuffer;
+  readonly #target: SinkTarget<C>;
+  readonly #buffer: SinkBuffer<C>;
   readonly #clock: BreakerClock;
   readonly #pollMs: number;
   readonly #probeTimeoutMs: number;
@@ -108,7 +115,7 @@ export class DivertingSink {
   #diverts = 0;
   #rowsDiverted = 0;
 
-  constructor(options: DivertingSinkOptions) {
+  constructor(options: DivertingSinkOptions<C>) {
     this.#breaker = options.breaker;
     this.#target = options.target;
     this.#buffer = options.buffer;
@@ -152,7 +159,7 @@ export class DivertingSink {
    * (the caller offers it again), or with SinkStopped when the signal fires while it waits for the
    * buffer to drain. Calls may overlap only for chunks of different source partitions.
    */
-  async write(rows: readonly KeyedRow[], signal: AbortSignal): Promise<SinkResult> {
+  async write(rows: C, signal: AbortSignal): Promise<SinkResult> {
     this.#writing++;
     try {
       if (this.#mode === "Diverting") {
@@ -195,7 +202,7 @@ export class DivertingSink {
     this.#unsubscribe();
   }
 
-  async #writeDirect(rows: readonly KeyedRow[]): Promise<SinkResult> {
+  async #writeDirect(rows: C): Promise<SinkResult> {
     if (!this.#breaker.tryAcquirePermission()) {
       this.#setMode("Diverting");
       return this.#divert(rows);
@@ -203,7 +210,7 @@ export class DivertingSink {
     const started = this.#clock.now();
     let written: number;
     try {
-      written = (await this.#target.upsert(rows.map((r) => r.row))).written;
+      written = (await this.#target.upsert(rows)).written;
     } catch (error) {
       this.#breaker.onResult(this.#clock.now() - started, error);
       // The failure opened the breaker: this chunk is the first of those the buffer keeps.
@@ -214,7 +221,7 @@ export class DivertingSink {
     return { outcome: "written", written };
   }
 
-  async #divert(rows: readonly KeyedRow[]): Promise<SinkResult> {
+  async #divert(rows: C): Promise<SinkResult> {
     this.#diverting++;
     try {
       await this.#buffer.divert(rows);

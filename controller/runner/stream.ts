@@ -25,8 +25,9 @@ import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { RunBreakerStatus } from "../api/syncrun.ts";
 import { BufferTopic } from "../connectors/kafka/buffer.ts";
 import { jobConsumerGroup } from "../connectors/kafka/cluster.ts";
+import { WorkerDecoder } from "../connectors/kafka/decoder.ts";
 import { errorSummary, sleep } from "../connectors/kafka/keep-alive.ts";
-import { KafkaSource } from "../connectors/kafka/source.ts";
+import { KafkaSource, type SourceChunk, sourceChunk } from "../connectors/kafka/source.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { kubeTime } from "../kube/status.ts";
 import { type BreakerConfig, strictestBreakerConfig } from "../resilience/breaker-config.ts";
@@ -79,6 +80,11 @@ export interface StreamRunnerOptions {
   readonly concurrentPartitions?: number;
   /** Consumer session timeout of a realtime session; default 30 s. */
   readonly sessionTimeoutMs?: number;
+  /**
+   * Whether a realtime session decodes records in a worker thread (../connectors/kafka/decoder.ts);
+   * default true. A job with masking rules decodes on the main thread (its rows are masked there).
+   */
+  readonly decodeInWorker?: boolean;
 }
 
 export function createStreamRunner(options: StreamRunnerOptions = {}): StreamRunner {
@@ -174,15 +180,23 @@ async function runSession(
   context.signal.addEventListener("abort", stop, { once: true });
 
   const status = new SessionStatus(breaker, context, options.statusIntervalMs ?? 1000);
-  const sink = new DivertingSink({
+  const sink = new DivertingSink<SourceChunk>({
     breaker,
     target: {
-      upsert: (rows) => stream.target.upsert(rows),
+      upsert: (chunk) => {
+        const rows = () => chunk.records().map((r) => r.row);
+        return chunk.prepared
+          ? stream.target.upsertPrepared(chunk.length, chunk.prepared, rows)
+          : stream.target.upsert(rows());
+      },
       probe: async () => {
         await stream.pool.query(probe.text, probe.values);
       },
     },
-    buffer,
+    buffer: {
+      divert: (chunk) => buffer.divert(chunk.records()),
+      pendingCount: () => buffer.pendingCount(),
+    },
     pollIntervalMs: pollMs,
     probeTimeoutMs: options.probeTimeoutMs ?? 10_000,
     onChange: () => {
@@ -216,8 +230,12 @@ async function runSession(
     );
   });
 
+  const masking = context.masker.maskedColumns.size > 0;
+  // Masked rows are made on this thread, so a decoder's COPY text (of unmasked rows) would not serve.
+  const decoder = options.decodeInWorker !== false && !masking ? new WorkerDecoder(stream.schema) : undefined;
   const source = new KafkaSource({
     kafka,
+    ...(decoder ? { decoder } : {}),
     topic: kafkaSpec.topic,
     groupId: jobConsumerGroup(namespace, name),
     deadLetterTopic: deadLetterTopicOf(namespace, name, spec),
@@ -227,14 +245,13 @@ async function runSession(
     concurrentPartitions: options.concurrentPartitions ?? DEFAULT_CONCURRENT_PARTITIONS,
     ...(options.sessionTimeoutMs ? { sessionTimeoutMs: options.sessionTimeoutMs } : {}),
     logger,
-    sink: async (records) => {
+    sink: async (chunk) => {
       await preparing;
-      const rows =
-        context.masker.maskedColumns.size === 0
-          ? records
-          : records.map((r) => ({ ...r, row: context.masker.mask(r.row) }));
+      const rows = masking
+        ? sourceChunk(chunk.records().map((r) => ({ ...r, row: context.masker.mask(r.row) })))
+        : chunk;
       const result = await sink.write(rows, stopping.signal);
-      context.progress.add({ rowsRead: records.length, rowsWritten: result.written });
+      context.progress.add({ rowsRead: chunk.length, rowsWritten: result.written });
       if (result.outcome === "diverted") status.report(sink);
       return result.outcome;
     },
@@ -308,6 +325,7 @@ async function runSession(
     sink.close();
     status.report(sink, true);
     await buffer.close().catch(() => {});
+    await decoder?.close();
   }
   // A session ends only when it is stopped; what it moved is in the counts and rowsBuffered.
   throw new RunCancelled("the realtime session was stopped");
@@ -336,7 +354,7 @@ class SessionStatus {
     this.#lastTransitionTime = kubeTime(new Date());
   }
 
-  report(sink: DivertingSink, force = false): void {
+  report(sink: DivertingSink<SourceChunk>, force = false): void {
     const metrics = this.#breaker.metrics();
     const status: StreamStatus = {
       rowsBuffered: sink.rowsDiverted,

@@ -165,7 +165,8 @@ describe("BufferTopic", () => {
       deadLetterTopic: `${topic}.dlq`,
       schema,
       maxRowsPerSink: 100,
-      sink: async (rows) => {
+      sink: async (chunk) => {
+        const rows = chunk.records();
         if (breakerOpen) {
           await buffer.divert(rows);
           divertedRows += rows.length;

@@ -36,8 +36,8 @@ async function setUpJob(prefix: string, partitions = 3) {
     "order_id int8 PRIMARY KEY, status text, qty int4, amount numeric, updated_at timestamptz, version int8 NOT NULL",
   );
   const target = new PostgresTarget(pool, { table, schema });
-  const sink: RowSink = async (records) => {
-    await target.upsert(records.map((r) => r.row));
+  const sink: RowSink = async (chunk) => {
+    await target.upsert(chunk.records().map((r) => r.row));
   };
   return { topic, deadLetterTopic, groupId, table, target, sink };
 }

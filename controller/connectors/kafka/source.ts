@@ -48,9 +48,11 @@ import {
   type Producer,
 } from "kafkajs";
 import { type Logger, logger as rootLogger } from "../../telemetry/logger.ts";
+import type { PreparedCopy } from "../postgres/copy-text.ts";
 import type { Row, RowSchema } from "../record.ts";
 import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
-import { deadLetterMessage, decodeMessage } from "./dead-letter.ts";
+import { type ConsumedMessage, deadLetterMessage, decodeMessage } from "./dead-letter.ts";
+import type { DecodedMessages, MessageDecoder } from "./decoder.ts";
 import { BatchKeepAlive, errorSummary, sleep } from "./keep-alive.ts";
 
 /** A row and the Kafka key it travelled under (the key decides its partition, hence its order). */
@@ -69,6 +71,19 @@ export interface SourceRecord extends KeyedRow {
 /** Where the sink put a chunk: into the target, or into the job's buffer topic. */
 export type SinkOutcome = "written" | "diverted";
 
+/** The rows of one sink call. */
+export interface SourceChunk {
+  /** Rows in the chunk. */
+  readonly length: number;
+  /**
+   * The rows with their positions, in partition order. With a decoder, they are decoded (on this
+   * thread) at the first call, so a sink that writes `prepared` never pays for them.
+   */
+  records(): readonly SourceRecord[];
+  /** The rows as COPY text, when the source's decoder prepared them; undefined otherwise. */
+  readonly prepared: PreparedCopy | undefined;
+}
+
 /**
  * Takes one chunk of rows, in order, and resolves once they are durable (written to the target or
  * acknowledged by the buffer topic); resolving with nothing means "written". Rejecting means none of
@@ -76,7 +91,12 @@ export type SinkOutcome = "written" | "diverted";
  * the same partition; called concurrently for different partitions when concurrentPartitions > 1.
  */
 // biome-ignore lint/suspicious/noConfusingVoidType: a sink returning Promise<void> wrote the rows.
-export type RowSink = (records: readonly SourceRecord[]) => Promise<SinkOutcome | void>;
+export type RowSink = (chunk: SourceChunk) => Promise<SinkOutcome | void>;
+
+/** A chunk whose records are at hand. */
+export function sourceChunk(records: readonly SourceRecord[]): SourceChunk {
+  return { length: records.length, records: () => records, prepared: undefined };
+}
 
 export interface KafkaSourceOptions {
   readonly kafka: Kafka;
@@ -87,6 +107,11 @@ export interface KafkaSourceOptions {
   readonly deadLetterTopic: string;
   readonly schema: RowSchema;
   readonly sink: RowSink;
+  /**
+   * Decodes messages off this thread (./decoder.ts) and prepares the rows' COPY text for the sink;
+   * without one, or when it fails, messages are decoded here.
+   */
+  readonly decoder?: MessageDecoder;
   /** Where a group without committed offsets starts; default "earliest". */
   readonly startFrom?: "earliest" | "latest";
   /** Most rows (and most dead letters) per sink call; default 500. Larger Kafka batches are split. */
@@ -140,6 +165,8 @@ export type KafkaSourceState = "new" | "starting" | "running" | "stopping" | "st
 
 /** The messages of a batch gathered for one sink call. */
 interface Chunk {
+  /** The rows for the sink (absent while the chunk is gathered message by message). */
+  rows?: SourceChunk;
   readonly records: SourceRecord[];
   readonly deadLetters: Message[];
   /** Messages in the chunk (records + dead letters). */
@@ -181,6 +208,7 @@ export class KafkaSource {
   #rejected = 0;
   #failedAttempts = 0;
   #commits = 0;
+  #decoderFailure = false;
 
   constructor(options: KafkaSourceOptions) {
     this.topic = assertTopicName(options.topic);
@@ -365,6 +393,10 @@ export class KafkaSource {
     let chunk = newChunk();
     let inSink: Promise<boolean> = Promise.resolve(true);
     try {
+      if (this.#options.decoder) {
+        await this.#eachDecodedChunk(payload, position);
+        return;
+      }
       for (const message of batch.messages) {
         if (!payload.isRunning()) break;
         this.#add(chunk, batch.topic, batch.partition, message);
@@ -385,6 +417,91 @@ export class KafkaSource {
       // However the batch ends (done, stopping, abandoned, revoked), what the sink took is committed.
       await this.#commit(payload, position);
     }
+  }
+
+  /**
+   * The batch with a decoder: cut into chunks of maxRowsPerSink messages, all handed to the decoder at
+   * once (it works through them while earlier chunks are in the sink), then flushed in order, one in
+   * the sink at a time, as #eachBatch does.
+   */
+  async #eachDecodedChunk(payload: EachBatchPayload, position: BatchPosition): Promise<void> {
+    const { batch } = payload;
+    const decoding: Promise<Chunk>[] = [];
+    for (let start = 0; start < batch.messages.length; start += this.#maxRows) {
+      const messages = batch.messages.slice(start, start + this.#maxRows);
+      decoding.push(this.#decoded(batch.topic, batch.partition, messages));
+    }
+    let inSink: Promise<boolean> = Promise.resolve(true);
+    for (const next of decoding) {
+      if (!payload.isRunning()) break;
+      const chunk = await next;
+      if (!(await inSink)) return;
+      if (payload.isStale()) return;
+      inSink = this.#flush(payload, chunk, position);
+      inSink.catch(() => {});
+    }
+    await inSink;
+  }
+
+  /**
+   * One chunk through the decoder: its rejections become dead letters here, its rows stay undecoded
+   * on this thread until someone asks for them. A failed decoder leaves the chunk to #add.
+   */
+  async #decoded(topic: string, partition: number, messages: KafkaMessage[]): Promise<Chunk> {
+    let decoded: DecodedMessages;
+    try {
+      decoded = await this.#options.decoder!.decode(messages);
+    } catch (error) {
+      this.#decoderFailed(error);
+      const chunk = newChunk();
+      for (const message of messages) this.#add(chunk, topic, partition, message);
+      chunk.rows = sourceChunk(chunk.records);
+      return chunk;
+    }
+    const chunk = newChunk();
+    const rejected = new Set<number>();
+    for (const rejection of decoded.rejections) {
+      const { index, ...reason } = rejection;
+      const message = messages[index]!;
+      rejected.add(index);
+      chunk.deadLetters.push(
+        deadLetterMessage(message, reason, {
+          topic,
+          partition,
+          offset: message.offset,
+          timestamp: message.timestamp,
+        }),
+      );
+    }
+    const schema = this.#options.schema;
+    let records: SourceRecord[] | undefined;
+    chunk.rows = {
+      length: decoded.rows,
+      prepared: decoded.copy,
+      records: () => {
+        records ??= messages
+          .filter((_, i) => !rejected.has(i))
+          .map((message) => {
+            const row = decodeMessage(schema, message as ConsumedMessage);
+            // The worker ran the same function on the same bytes.
+            if (!row.ok) throw new Error(`message at offset ${message.offset} decoded differently twice`);
+            return { key: row.key, row: row.row, topic, partition, offset: message.offset };
+          });
+        return records;
+      },
+    };
+    chunk.size = messages.length;
+    chunk.lastOffset = messages.at(-1)?.offset;
+    return chunk;
+  }
+
+  #decoderFailed(error: unknown): void {
+    if (this.#decoderFailure) return;
+    this.#decoderFailure = true;
+    this.#log.warn(
+      { error: errorSummary(error) },
+      "the decode worker failed; messages are decoded on the main thread",
+    );
   }
 
   #add(chunk: Chunk, topic: string, partition: number, message: KafkaMessage): void {
@@ -415,6 +532,7 @@ export class KafkaSource {
     const { partition } = payload.batch;
     const keepAlive = new BatchKeepAlive(() => payload.heartbeat(), this.#heartbeatMs);
     let outcome: SinkOutcome = "written";
+    const rows = chunk.rows ?? sourceChunk(chunk.records);
     try {
       if (chunk.deadLetters.length > 0) {
         await this.#deadLetterReady;
@@ -423,8 +541,8 @@ export class KafkaSource {
         );
         if (!sent.ok) return false;
       }
-      if (chunk.records.length > 0) {
-        const sunk = await this.#attempt("sink", keepAlive, payload, () => this.#options.sink(chunk.records));
+      if (rows.length > 0) {
+        const sunk = await this.#attempt("sink", keepAlive, payload, () => this.#options.sink(rows));
         if (!sunk.ok) return false;
         if (sunk.value === "diverted") outcome = "diverted";
       }
@@ -433,8 +551,8 @@ export class KafkaSource {
     }
     this.#read += chunk.size;
     this.#rejected += chunk.deadLetters.length;
-    if (outcome === "diverted") this.#diverted += chunk.records.length;
-    else this.#written += chunk.records.length;
+    if (outcome === "diverted") this.#diverted += rows.length;
+    else this.#written += rows.length;
 
     const next = (BigInt(chunk.lastOffset!) + 1n).toString();
     payload.resolveOffset(chunk.lastOffset!);

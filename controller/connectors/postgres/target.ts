@@ -34,8 +34,9 @@ import { type Counter, metrics } from "@opentelemetry/api";
 import type pg from "pg";
 import copyStreams from "pg-copy-streams";
 import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
-import { defineRowSchema, type Row, type RowSchema, type RowValue } from "../record.ts";
+import { defineRowSchema, type Row, type RowSchema } from "../record.ts";
 import { columnProblems, describeTable, parameterType, sameColumnSet, type TableInfo } from "./catalog.ts";
+import { copyText, distinctKeys, type PreparedCopy } from "./copy-text.ts";
 
 export interface PostgresTargetOptions {
   /** `table` or `schema.table`. */
@@ -233,9 +234,31 @@ export class PostgresTarget {
     const table = await this.typedColumns();
     let written = 0;
     for (let start = 0; start < rows.length; start += this.batchSize) {
-      written += await this.writeBatch(table, rows.slice(start, start + this.batchSize));
+      const batch = rows.slice(start, start + this.batchSize);
+      written += await this.writeBatch(table, () => batch);
     }
     return { received: rows.length, written };
+  }
+
+  /**
+   * upsert() for rows that a decoder already turned into COPY text (`count` rows): a chunk that fits
+   * one batch is written by that text whenever upsert() would write it by COPY, and `rows` is called
+   * only when it is not (a key met twice, an upsert streak, a server refusing COPY, other columns).
+   */
+  async upsertPrepared(
+    count: number,
+    prepared: PreparedCopy,
+    rows: () => readonly Row[],
+  ): Promise<UpsertResult> {
+    const table = await this.typedColumns();
+    const usable =
+      count <= this.batchSize &&
+      prepared.columns.length === table.columns.length &&
+      prepared.columns.every((name, i) => name === table.columns[i]!.name);
+    if (!usable) return this.upsert(rows());
+    let batch: readonly Row[] | undefined;
+    const written = await this.writeBatch(table, () => (batch ??= rows()), prepared);
+    return { received: count, written };
   }
 
   /** How this target's batches were written so far: copies, plain inserts, upserts, and tries retried as upserts. */
@@ -247,7 +270,11 @@ export class PostgresTarget {
    * One batch: by COPY or a plain INSERT unless a recent one met an existing key, else (or when it
    * does) by the upsert; see the module comment.
    */
-  private async writeBatch(table: CheckedTable, batch: readonly Row[]): Promise<number> {
+  private async writeBatch(
+    table: CheckedTable,
+    batch: () => readonly Row[],
+    prepared?: PreparedCopy,
+  ): Promise<number> {
     const streak = this.upsertStreak;
     let values: string[] | undefined;
     if (streak.left > 0) {
@@ -255,10 +282,11 @@ export class PostgresTarget {
     } else {
       try {
         let written: number;
-        if (this.copyAllowed && table.copyable && distinctKeys(batch, this.schema.keyColumns)) {
-          written = await this.copyBatch(table, batch);
+        const distinct = prepared ? prepared.distinctKeys : distinctKeys(batch(), this.schema.keyColumns);
+        if (this.copyAllowed && table.copyable && distinct) {
+          written = await this.copyBatch(table, batch, prepared?.text);
         } else {
-          values = columnArrays(table.columns, batch);
+          values = columnArrays(table.columns, batch());
           written = (await this.pool.query(table.statements.insert, values)).rowCount ?? 0;
           this.counted("insert");
         }
@@ -272,7 +300,7 @@ export class PostgresTarget {
         streak.next = Math.min(streak.next * 2, MAX_UPSERT_STREAK);
       }
     }
-    values ??= columnArrays(table.columns, batch);
+    values ??= columnArrays(table.columns, batch());
     const result = await this.pool.query(table.statements.upsert, values);
     this.counted("upsert");
     return result.rowCount ?? 0;
@@ -289,12 +317,16 @@ export class PostgresTarget {
    * COPY of a batch on a connection of its own. A server that refuses COPY here (feature not
    * supported) gets the plain INSERT from then on, this batch included.
    */
-  private async copyBatch(table: CheckedTable, batch: readonly Row[]): Promise<number> {
+  private async copyBatch(
+    table: CheckedTable,
+    batch: () => readonly Row[],
+    text?: Uint8Array,
+  ): Promise<number> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
       const copy = client.query(copyStreams.from(table.statements.copy));
-      copy.end(copyText(batch, table.columns));
+      copy.end(text ?? copyText(batch(), table.columns));
       await finished(copy);
       this.counted("copy");
       return copy.rowCount;
@@ -307,7 +339,7 @@ export class PostgresTarget {
       client.release(broken);
     }
     this.copyAllowed = false;
-    const result = await this.pool.query(table.statements.insert, columnArrays(table.columns, batch));
+    const result = await this.pool.query(table.statements.insert, columnArrays(table.columns, batch()));
     this.counted("insert");
     return result.rowCount ?? 0;
   }
@@ -446,54 +478,4 @@ export function arrayLiteral(rows: readonly Row[], column: string): string {
     else elements[i] = `"${value}"`;
   }
   return `{${elements.join(",")}}`;
-}
-
-/**
- * Whether no two rows have the same key. Equal text is equal to PostgreSQL too; the reverse may fail
- * (a case-insensitive collation), and then the COPY meets the duplicate and the batch is upserted.
- */
-export function distinctKeys(rows: readonly Row[], keyColumns: readonly string[]): boolean {
-  const seen = new Set<RowValue | undefined>();
-  const single = keyColumns.length === 1 ? keyColumns[0]! : undefined;
-  for (const row of rows) {
-    // NUL cannot occur in a row's text (record.ts), so it separates composite key parts unambiguously.
-    const key = single === undefined ? keyColumns.map((k) => String(row[k])).join("\u0000") : row[single];
-    if (seen.has(key)) return false;
-    seen.add(key);
-  }
-  return true;
-}
-
-const COPY_SPECIAL = /[\\\t\n\r]/;
-const COPY_SPECIAL_ALL = /[\\\t\n\r]/g;
-const COPY_ESCAPES: Readonly<Record<string, string>> = {
-  "\\": "\\\\",
-  "\t": "\\t",
-  "\n": "\\n",
-  "\r": "\\r",
-};
-
-/**
- * The rows in COPY's text format, in column order: tab between values, a newline after each row,
- * \N for NULL, and backslash, tab, newline and carriage return escaped with a backslash. Written
- * here because pg-copy-streams moves bytes and leaves the format to its caller.
- */
-export function copyText(rows: readonly Row[], columns: readonly TypedColumn[]): string {
-  const names = columns.map((c) => c.name);
-  const lines = new Array<string>(rows.length + 1);
-  for (let i = 0; i < rows.length; i++) {
-    const row = rows[i]!;
-    let line = copyValue(row[names[0]!]);
-    for (let c = 1; c < names.length; c++) line += `\t${copyValue(row[names[c]!])}`;
-    lines[i] = line;
-  }
-  lines[rows.length] = "";
-  return lines.join("\n");
-}
-
-function copyValue(value: RowValue | undefined): string {
-  if (value === null || value === undefined) return "\\N";
-  if (typeof value === "number") return String(value);
-  if (typeof value === "boolean") return value ? "t" : "f";
-  return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
 }

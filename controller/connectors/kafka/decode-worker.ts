@@ -1,0 +1,44 @@
+/**
+ * The decode worker's thread (./decoder.ts): decodes packed messages with decodeMessage, exactly as
+ * the main thread would, and answers with the rows' COPY text, whether their keys are distinct, and
+ * the rejections. It holds nothing but the row schema.
+ */
+
+import { parentPort, workerData } from "node:worker_threads";
+import { copyText, distinctKeys } from "../postgres/copy-text.ts";
+import { defineRowSchema, type Row } from "../record.ts";
+import { decodeMessage } from "./dead-letter.ts";
+import {
+  type DecodeReply,
+  type DecodeRequest,
+  type DecoderWorkerData,
+  type IndexedRejection,
+  unpack,
+} from "./decoder.ts";
+
+const data = workerData as DecoderWorkerData;
+const schema = defineRowSchema(data.schema.columns, data.schema.keyColumns);
+const port = parentPort!;
+
+port.on("message", (request: DecodeRequest) => {
+  const messages = unpack(request.bytes, request.offsets);
+  const rows: Row[] = [];
+  const rejections: IndexedRejection[] = [];
+  for (let i = 0; i < messages.length; i++) {
+    const decoded = decodeMessage(schema, messages[i]!);
+    if (decoded.ok) rows.push(decoded.row);
+    else rejections.push({ ...decoded, index: i });
+  }
+  const text = copyText(rows, schema.columns);
+  // A buffer of its own, so that it moves to the main thread instead of being copied.
+  const bytes = new ArrayBuffer(Buffer.byteLength(text));
+  Buffer.from(bytes).write(text);
+  const reply: DecodeReply = {
+    id: request.id,
+    rows: rows.length,
+    rejections,
+    text: bytes,
+    distinctKeys: distinctKeys(rows, schema.keyColumns),
+  };
+  port.postMessage(reply, [bytes]);
+});
