@@ -8,6 +8,9 @@
  * - reads the topic with the job's consumer group, committing offsets only after the rows they carry
  *   are written or diverted, and sends malformed records to the job's dead-letter topic
  *   (../connectors/kafka/source.ts);
+ * - decodes the records in a worker thread, which also prepares the COPY text the target writes, so
+ *   the main thread keeps only the consumer, the session and the socket writes
+ *   (../connectors/kafka/decoder.ts); a job with masking rules decodes and masks on the main thread;
  * - masks every row, then writes it through a SlowCallBreaker or diverts it to the job's buffer topic
  *   (./stream-sink.ts says how, how probes work, and why per key an older value never overwrites a
  *   newer one). The breaker's settings are the job's, bounded by the matching SyncPolicies' (the
@@ -183,12 +186,8 @@ async function runSession(
   const sink = new DivertingSink<SourceChunk>({
     breaker,
     target: {
-      upsert: (chunk) => {
-        const rows = () => chunk.records().map((r) => r.row);
-        return chunk.prepared
-          ? stream.target.upsertPrepared(chunk.length, chunk.prepared, rows)
-          : stream.target.upsert(rows());
-      },
+      upsert: (chunk) =>
+        stream.target.upsertChunk(chunk.length, chunk.prepared, () => chunk.records().map((r) => r.row)),
       probe: async () => {
         await stream.pool.query(probe.text, probe.values);
       },

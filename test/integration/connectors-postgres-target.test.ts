@@ -2,6 +2,7 @@ import { metrics } from "@opentelemetry/api";
 import { type DataPoint, MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
+import { copyText, distinctKeys } from "../../controller/connectors/postgres/copy-text.ts";
 import { PostgresTarget, TargetSchemaError } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
 import { checksumRows } from "../../controller/validation/checksum.ts";
@@ -196,6 +197,58 @@ describe("PostgresTarget.upsert", () => {
     expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
       checksumRows(schema.columns, [...round2, ...fresh]),
     );
+  });
+
+  it("writes a chunk by the COPY text a decoder prepared, and asks for its rows only when that text cannot serve", async () => {
+    const table = await scratch.create("prepared", ORDER_LINES);
+    const target = new PostgresTarget(pool, { table, schema, batchSize: 1000 });
+    const names = schema.columns.map((c) => c.name);
+    let asked = 0;
+    /** A chunk as the decoder hands it over; rows() counts the calls that decode on this thread. */
+    const write = (rows: readonly Row[], prepared = prepare(rows)) =>
+      target.upsertChunk(rows.length, prepared, () => {
+        asked++;
+        return rows;
+      });
+    const prepare = (rows: readonly Row[], columns = names) => ({
+      columns,
+      text: Buffer.from(copyText(rows, schema.columns)),
+      distinctKeys: distinctKeys(rows, schema.keyColumns),
+    });
+    const round1 = lastPerKey(rowsWithRepeatedKeys(1)).slice(0, 1000);
+    expect((await write(round1)).written).toBe(1000);
+    expect(asked).toBe(0);
+    expect(target.writeCounts()).toMatchObject({ copied: 1, inserted: 0, upserted: 0 });
+
+    // The same keys again: the COPY meets them and the upsert needs the rows.
+    const round2 = lastPerKey(rowsWithRepeatedKeys(2)).slice(0, 1000);
+    expect((await write(round2)).written).toBe(1000);
+    expect(asked).toBe(1);
+    expect(target.writeCounts()).toMatchObject({ copied: 1, upserted: 1, insertsRetried: 1 });
+    expect(await postgresTableChecksum(pool, table, schema.columns)).toEqual(
+      checksumRows(schema.columns, round2),
+    );
+
+    // The streak the retry started: one batch straight to the upsert, by rows.
+    const more = round2.slice(0, 10).map((r) => ({ ...r, status: "streak" }));
+    await write(more);
+    expect(asked).toBe(2);
+
+    // A key twice, text for other columns, no text, a chunk larger than a batch: rows each time.
+    const fresh = (n: number, from: number) =>
+      Array.from({ length: n }, (_, i) => orderLine(String(from + i), 1));
+    const twice = [orderLine("77", 1, 1), orderLine("77", 1, 2)];
+    await write(twice);
+    await write(fresh(3, 100), prepare(fresh(3, 100), [...names].reverse()));
+    await target.upsertChunk(3, undefined, () => {
+      asked++;
+      return fresh(3, 200);
+    });
+    await write(fresh(1001, 300));
+    expect(asked).toBe(6);
+    const { rows } = await pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`);
+    expect(Number(rows[0]!.n)).toBe(1000 + 1 + 3 + 3 + 1001);
+    expect((await statusByKey(table)).get("77/1")).toBe("v2");
   });
 
   it("counts batches by method, and retried inserts, in OpenTelemetry metrics", async () => {

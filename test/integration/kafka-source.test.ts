@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ensureTopic, type JsonRecord, produceJson } from "../../controller/connectors/kafka/cluster.ts";
 import { readDeadLetterHeaders } from "../../controller/connectors/kafka/dead-letter.ts";
+import { WorkerDecoder } from "../../controller/connectors/kafka/decoder.ts";
 import { KafkaSource, type RowSink } from "../../controller/connectors/kafka/source.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema } from "../../controller/connectors/record.ts";
@@ -37,7 +38,7 @@ async function setUpJob(prefix: string, partitions = 3) {
   );
   const target = new PostgresTarget(pool, { table, schema });
   const sink: RowSink = async (chunk) => {
-    await target.upsert(chunk.records().map((r) => r.row));
+    await target.upsertChunk(chunk.length, chunk.prepared, () => chunk.records().map((r) => r.row));
   };
   return { topic, deadLetterTopic, groupId, table, target, sink };
 }
@@ -187,51 +188,62 @@ function expectLatest(rows: Awaited<ReturnType<typeof latestPerKey>>, keys: numb
 }
 
 describe("KafkaSource", () => {
-  it("syncs 5,000 records with repeated keys to the latest value per key and dead-letters the malformed ones", async () => {
-    const job = await setUpJob("ksrc");
-    const { records, malformed } = orderRecords(1000, 5);
-    const malformedCount = [...malformed.values()].reduce((a, b) => a + b, 0);
-    expect(records.length - malformedCount).toBe(5000);
-    expect(malformed.size).toBe(5);
-    await produceJson(kafka, job.topic, records);
+  it.each([
+    ["on the main thread", "none"],
+    ["in a worker thread", "worker"],
+    ["on the main thread after the worker failed", "failed"],
+  ] as const)(
+    "syncs 5,000 records with repeated keys to the latest value per key and dead-letters the malformed ones, decoding %s",
+    async (_, decoding) => {
+      const job = await setUpJob(`ksrc${decoding}`);
+      const { records, malformed } = orderRecords(1000, 5);
+      const malformedCount = [...malformed.values()].reduce((a, b) => a + b, 0);
+      expect(records.length - malformedCount).toBe(5000);
+      expect(malformed.size).toBe(5);
+      await produceJson(kafka, job.topic, records);
 
-    const source = startSource(job);
-    await source.start();
-    const counters = await until(
-      () => source.counters(),
-      (c) => c.read >= records.length,
-    );
-    expect(counters.read).toBe(records.length);
-    expect(counters.read).toBe(counters.written + counters.rejected);
-    expect(counters.rejected).toBe(malformedCount);
-    expect(counters.diverted).toBe(0);
-    expect(counters.lag).toBe(0);
-    expect(await source.lag()).toBe(0);
-    await source.stop();
-    expect(source.state).toBe("stopped");
+      const decoder = decoding === "none" ? undefined : new WorkerDecoder(schema);
+      if (decoder) stopBeforeCleanup.push(() => decoder.close());
+      // A closed decoder rejects every chunk, as one whose thread died would.
+      if (decoding === "failed") await decoder?.close();
+      const source = startSource(job, decoder ? { decoder } : {});
+      await source.start();
+      const counters = await until(
+        () => source.counters(),
+        (c) => c.read >= records.length,
+      );
+      expect(counters.read).toBe(records.length);
+      expect(counters.read).toBe(counters.written + counters.rejected);
+      expect(counters.rejected).toBe(malformedCount);
+      expect(counters.diverted).toBe(0);
+      expect(counters.lag).toBe(0);
+      expect(await source.lag()).toBe(0);
+      await source.stop();
+      expect(source.state).toBe("stopped");
 
-    expectLatest(await latestPerKey(job.table), 1000, 5);
+      expectLatest(await latestPerKey(job.table), 1000, 5);
 
-    const deadLetters = await readTopic(job.deadLetterTopic, `${job.deadLetterTopic}.reader`);
-    expect(deadLetters).toHaveLength(malformedCount);
-    const reasons = new Map<string, number>();
-    const positions = new Set<string>();
-    for (const letter of deadLetters) {
-      const info = readDeadLetterHeaders(letter.headers as never);
-      expect(info).toBeDefined();
-      if (!info) continue;
-      reasons.set(info.reason, (reasons.get(info.reason) ?? 0) + 1);
-      expect(info.topic).toBe(job.topic);
-      expect(info.partition).toBeGreaterThanOrEqual(0);
-      positions.add(`${info.partition}/${info.offset}`);
-      if (info.reason === "NotAnInteger") expect(info.column).toBe("qty");
-      if (info.reason === "MissingKey") expect(info.column).toBe("order_id");
-      if (info.reason === "NotJson") expect(letter.value?.toString()).toMatch(/oops$/);
-      if (info.reason === "MissingValue") expect(letter.value).toBeNull();
-    }
-    expect(reasons).toEqual(malformed);
-    expect(positions.size).toBe(malformedCount);
-  });
+      const deadLetters = await readTopic(job.deadLetterTopic, `${job.deadLetterTopic}.reader`);
+      expect(deadLetters).toHaveLength(malformedCount);
+      const reasons = new Map<string, number>();
+      const positions = new Set<string>();
+      for (const letter of deadLetters) {
+        const info = readDeadLetterHeaders(letter.headers as never);
+        expect(info).toBeDefined();
+        if (!info) continue;
+        reasons.set(info.reason, (reasons.get(info.reason) ?? 0) + 1);
+        expect(info.topic).toBe(job.topic);
+        expect(info.partition).toBeGreaterThanOrEqual(0);
+        positions.add(`${info.partition}/${info.offset}`);
+        if (info.reason === "NotAnInteger") expect(info.column).toBe("qty");
+        if (info.reason === "MissingKey") expect(info.column).toBe("order_id");
+        if (info.reason === "NotJson") expect(letter.value?.toString()).toMatch(/oops$/);
+        if (info.reason === "MissingValue") expect(letter.value).toBeNull();
+      }
+      expect(reasons).toEqual(malformed);
+      expect(positions.size).toBe(malformedCount);
+    },
+  );
 
   it("resumes after a stop in the middle without losing or repeating a record", async () => {
     const job = await setUpJob("kstop");

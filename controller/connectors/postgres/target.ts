@@ -241,17 +241,19 @@ export class PostgresTarget {
   }
 
   /**
-   * upsert() for rows that a decoder already turned into COPY text (`count` rows): a chunk that fits
-   * one batch is written by that text whenever upsert() would write it by COPY, and `rows` is called
-   * only when it is not (a key met twice, an upsert streak, a server refusing COPY, other columns).
+   * upsert() of `count` rows that a decoder may already have turned into COPY text (`prepared`): a
+   * chunk that fits one batch is written by that text whenever upsert() would write it by COPY, and
+   * `rows` is called only when it is not (no text, a key met twice, an upsert streak, a server
+   * refusing COPY, other columns).
    */
-  async upsertPrepared(
+  async upsertChunk(
     count: number,
-    prepared: PreparedCopy,
+    prepared: PreparedCopy | undefined,
     rows: () => readonly Row[],
   ): Promise<UpsertResult> {
     const table = await this.typedColumns();
     const usable =
+      prepared !== undefined &&
       count <= this.batchSize &&
       prepared.columns.length === table.columns.length &&
       prepared.columns.every((name, i) => name === table.columns[i]!.name);
