@@ -52,8 +52,8 @@ import {
  */
 
 const PARTITIONS = 3;
-/** The stream runner's default chunk (StreamRunnerOptions.maxRowsPerChunk): rows per target batch. */
-const STREAM_CHUNK_ROWS = DEFAULT_MAX_ROWS_PER_CHUNK;
+/** Rows per target batch: the stream runner's chunk (StreamRunnerOptions.maxRowsPerChunk); `--chunk N`. */
+const STREAM_CHUNK_ROWS = integerOption("chunk", DEFAULT_MAX_ROWS_PER_CHUNK);
 /** Records per produce request while filling the topic, and sends in flight. */
 const PRODUCE_BATCH = 5000;
 const PRODUCE_CONCURRENCY = 2;
@@ -210,7 +210,7 @@ async function kafkaToPostgres(
   let allWrittenAt: number | undefined;
   const started = now();
   const run = executeRun(input, {
-    stream: createStreamRunner({ logger: log }),
+    stream: createStreamRunner({ logger: log, maxRowsPerChunk: STREAM_CHUNK_ROWS }),
     log,
     progressIntervalMs: 50,
     onProgress: (counts) => {

@@ -192,6 +192,7 @@ describe("KafkaSource", () => {
     ["on the main thread", "none"],
     ["in a worker thread", "worker"],
     ["on the main thread after the worker failed", "failed"],
+    ["in a worker thread, by three group members", "members"],
   ] as const)(
     "syncs 5,000 records with repeated keys to the latest value per key and dead-letters the malformed ones, decoding %s",
     async (_, decoding) => {
@@ -206,7 +207,10 @@ describe("KafkaSource", () => {
       if (decoder) stopBeforeCleanup.push(() => decoder.close());
       // A closed decoder rejects every chunk, as one whose thread died would.
       if (decoding === "failed") await decoder?.close();
-      const source = startSource(job, decoder ? { decoder } : {});
+      const source = startSource(job, {
+        ...(decoder ? { decoder } : {}),
+        ...(decoding === "members" ? { members: 3, concurrentPartitions: 3 } : {}),
+      });
       await source.start();
       const counters = await until(
         () => source.counters(),

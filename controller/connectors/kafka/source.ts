@@ -116,8 +116,15 @@ export interface KafkaSourceOptions {
   readonly startFrom?: "earliest" | "latest";
   /** Most rows (and most dead letters) per sink call; default 500. Larger Kafka batches are split. */
   readonly maxRowsPerSink?: number;
-  /** Partitions whose chunks may be in the sink at once; default 1. */
+  /** Partitions whose chunks may be in the sink at once, over all members; default 1. */
   readonly concurrentPartitions?: number;
+  /**
+   * Group members this source runs; default 1. A member fetches its next batch only once it has
+   * handled the last one (kafkajs), so with one member every fetch leaves the sink idle; with more,
+   * one member's fetch overlaps the others' writes. The group divides the partitions among them,
+   * and each partition stays with one member at a time, as with members in different processes.
+   */
+  readonly members?: number;
   /** Create the dead-letter topic at start if it does not exist; default true. */
   readonly createDeadLetterTopic?: boolean;
   /** Consumer session timeout; default 30 s. */
@@ -196,7 +203,9 @@ export class KafkaSource {
   readonly #log: Logger;
   readonly #stopping = new AbortController();
   readonly #partitionLag = new Map<number, number>();
-  #consumer: KafkaConsumer | undefined;
+  readonly #consumers: KafkaConsumer[] = [];
+  /** The partitions each member owns, as of its last join. */
+  readonly #owned: Set<number>[] = [];
   #producer: Producer | undefined;
   #deadLetterReady: Promise<void> = Promise.resolve();
   #starting: Promise<void> | undefined;
@@ -221,6 +230,8 @@ export class KafkaSource {
     if (!Number.isInteger(this.#maxRows) || this.#maxRows < 1) {
       throw new Error("maxRowsPerSink must be a positive integer");
     }
+    const members = options.members ?? 1;
+    if (!Number.isInteger(members) || members < 1) throw new Error("members must be a positive integer");
     this.#heartbeatMs = options.heartbeatIntervalMs ?? 3000;
     this.#commitIntervalMs = options.commitIntervalMs ?? 1000;
     this.#backoff = options.retryBackoffMs ?? { initial: 200, max: 10_000 };
@@ -290,31 +301,38 @@ export class KafkaSource {
    * start() waits for both; a chunk holding dead letters waits for it before sending.
    */
   async #start(): Promise<void> {
-    const { kafka } = this.#options;
     this.#deadLetterReady = this.#prepareDeadLetters();
     // Awaited below; until then a failure must not count as unhandled.
     this.#deadLetterReady.catch(() => {});
-    const consumer = kafka.consumer({
+    const members = this.#options.members ?? 1;
+    const concurrent = Math.ceil((this.#options.concurrentPartitions ?? 1) / members);
+    await Promise.all(Array.from({ length: members }, (_, member) => this.#startMember(member, concurrent)));
+    await this.#deadLetterReady;
+  }
+
+  /** One group member: its own consumer (connection, fetches, heartbeats) feeding the same sink. */
+  async #startMember(member: number, concurrentPartitions: number): Promise<void> {
+    const consumer = this.#options.kafka.consumer({
       groupId: this.groupId,
       sessionTimeout: this.#options.sessionTimeoutMs ?? 30_000,
       heartbeatInterval: this.#heartbeatMs,
       maxBytesPerPartition: this.#options.maxBytesPerPartition ?? 4 * 1024 * 1024,
       maxWaitTimeInMs: this.#options.maxWaitTimeMs ?? 500,
     });
-    this.#consumer = consumer;
+    this.#consumers.push(consumer);
     consumer.on(consumer.events.CRASH, (event) => {
       const { error, restart } = event.payload;
-      this.#log.error({ error: errorSummary(error), restart }, "Kafka consumer crashed");
+      this.#log.error({ error: errorSummary(error), restart, member }, "Kafka consumer crashed");
       if (!restart && this.#state !== "stopping" && this.#state !== "stopped") {
         this.#state = "failed";
         this.#failure = error.message;
       }
     });
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      // Lag of partitions this member no longer owns would be stale forever.
-      const owned = new Set(event.payload.memberAssignment[this.topic] ?? []);
+      // Lag of partitions no member owns any more would be stale forever.
+      this.#owned[member] = new Set(event.payload.memberAssignment[this.topic] ?? []);
       for (const partition of this.#partitionLag.keys()) {
-        if (!owned.has(partition)) this.#partitionLag.delete(partition);
+        if (!this.#owned.some((owned) => owned?.has(partition))) this.#partitionLag.delete(partition);
       }
     });
     await consumer.connect();
@@ -325,10 +343,9 @@ export class KafkaSource {
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.#options.concurrentPartitions ?? 1,
+      partitionsConsumedConcurrently: concurrentPartitions,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
-    await this.#deadLetterReady;
   }
 
   async #prepareDeadLetters(): Promise<void> {
@@ -369,7 +386,7 @@ export class KafkaSource {
     // A producer still connecting would otherwise connect after the disconnect below.
     await this.#deadLetterReady.catch(() => {});
     try {
-      await this.#consumer?.disconnect();
+      await Promise.all(this.#consumers.map((consumer) => consumer.disconnect()));
     } finally {
       await this.#producer?.disconnect();
     }
