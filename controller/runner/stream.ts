@@ -28,7 +28,7 @@ import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { RunBreakerStatus } from "../api/syncrun.ts";
 import { BufferTopic } from "../connectors/kafka/buffer.ts";
 import { jobConsumerGroup } from "../connectors/kafka/cluster.ts";
-import { WorkerDecoder } from "../connectors/kafka/decoder.ts";
+import { sharedDecodePool } from "../connectors/kafka/decoder.ts";
 import { errorSummary, sleep } from "../connectors/kafka/keep-alive.ts";
 import { KafkaSource, type SourceChunk, sourceChunk } from "../connectors/kafka/source.ts";
 import type { EventRecord } from "../kube/events.ts";
@@ -241,7 +241,8 @@ async function runSession(
 
   const masking = context.masker.maskedColumns.size > 0;
   // Masked rows are made on this thread, so a decoder's COPY text (of unmasked rows) would not serve.
-  const decoder = options.decodeInWorker !== false && !masking ? new WorkerDecoder(stream.schema) : undefined;
+  const decoder =
+    options.decodeInWorker !== false && !masking ? sharedDecodePool().decoder(stream.schema) : undefined;
   const source = new KafkaSource({
     kafka,
     ...(decoder ? { decoder } : {}),
@@ -335,7 +336,6 @@ async function runSession(
     sink.close();
     status.report(sink, true);
     await buffer.close().catch(() => {});
-    await decoder?.close();
   }
   // A session ends only when it is stopped; what it moved is in the counts and rowsBuffered.
   throw new RunCancelled("the realtime session was stopped");

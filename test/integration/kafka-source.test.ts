@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ensureTopic, type JsonRecord, produceJson } from "../../controller/connectors/kafka/cluster.ts";
 import { readDeadLetterHeaders } from "../../controller/connectors/kafka/dead-letter.ts";
-import { WorkerDecoder } from "../../controller/connectors/kafka/decoder.ts";
+import { DecodePool } from "../../controller/connectors/kafka/decoder.ts";
 import { KafkaSource, type RowSink } from "../../controller/connectors/kafka/source.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema } from "../../controller/connectors/record.ts";
@@ -203,10 +203,11 @@ describe("KafkaSource", () => {
       expect(malformed.size).toBe(5);
       await produceJson(kafka, job.topic, records);
 
-      const decoder = decoding === "none" ? undefined : new WorkerDecoder(schema);
-      if (decoder) stopBeforeCleanup.push(() => decoder.close());
-      // A closed decoder rejects every chunk, as one whose thread died would.
-      if (decoding === "failed") await decoder?.close();
+      const pool = decoding === "none" ? undefined : new DecodePool({ threads: 1 });
+      if (pool) stopBeforeCleanup.push(() => pool.close());
+      // A closed pool rejects every chunk, as one whose threads died would.
+      if (decoding === "failed") await pool?.close();
+      const decoder = pool?.decoder(schema);
       const source = startSource(job, {
         ...(decoder ? { decoder } : {}),
         ...(decoding === "members" ? { members: 3, concurrentPartitions: 3 } : {}),

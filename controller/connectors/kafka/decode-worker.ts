@@ -1,26 +1,23 @@
 /**
  * The decode worker's thread (./decoder.ts): decodes packed messages with decodeMessage, exactly as
  * the main thread would, and answers with the rows' COPY text, whether their keys are distinct, and
- * the rejections. It holds nothing but the row schema.
+ * the rejections. It holds nothing but the row schemas it was sent.
  */
 
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import { copyText, distinctKeys } from "../postgres/copy-text.ts";
-import { defineRowSchema, type Row } from "../record.ts";
+import { defineRowSchema, type Row, type RowSchema } from "../record.ts";
 import { decodeMessage } from "./dead-letter.ts";
-import {
-  type DecodeReply,
-  type DecodeRequest,
-  type DecoderWorkerData,
-  type IndexedRejection,
-  unpack,
-} from "./decoder.ts";
+import { type DecodeReply, type DecodeRequest, type IndexedRejection, unpack } from "./decoder.ts";
 
-const data = workerData as DecoderWorkerData;
-const schema = defineRowSchema(data.schema.columns, data.schema.keyColumns);
+const schemas = new Map<number, RowSchema>();
 const port = parentPort!;
 
 port.on("message", (request: DecodeRequest) => {
+  if (request.schema) {
+    schemas.set(request.schemaId, defineRowSchema(request.schema.columns, request.schema.keyColumns));
+  }
+  const schema = schemas.get(request.schemaId)!;
   const messages = unpack(request.bytes, request.offsets);
   const rows: Row[] = [];
   const rejections: IndexedRejection[] = [];

@@ -1,9 +1,14 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { copyText, distinctKeys } from "../postgres/copy-text.ts";
 import { defineRowSchema, type Row } from "../record.ts";
 import { type ConsumedMessage, decodeMessage } from "./dead-letter.ts";
-import { pack, unpack, WorkerDecoder } from "./decoder.ts";
+import { DecodePool, pack, unpack } from "./decoder.ts";
 
 const schema = defineRowSchema(
   [
@@ -38,16 +43,19 @@ function decodedHere(messages: readonly ConsumedMessage[]) {
   };
 }
 
-const decoders: WorkerDecoder[] = [];
+const execFileAsync = promisify(execFile);
+const pools: DecodePool[] = [];
 afterAll(async () => {
-  for (const decoder of decoders) await decoder.close();
+  for (const pool of pools) await pool.close();
 });
 
-function newDecoder(): WorkerDecoder {
-  const decoder = new WorkerDecoder(schema);
-  decoders.push(decoder);
-  return decoder;
+function newPool(threads = 1): DecodePool {
+  const pool = new DecodePool({ threads });
+  pools.push(pool);
+  return pool;
 }
+
+const newDecoder = () => newPool().decoder(schema);
 
 describe("pack", () => {
   it("carries keys and values, null and empty ones too, through one buffer", () => {
@@ -57,7 +65,7 @@ describe("pack", () => {
   });
 });
 
-describe("WorkerDecoder", () => {
+describe("DecodePool", () => {
   it("decodes in its thread exactly as decodeMessage, copyText and distinctKeys do here", async () => {
     const messages = [
       message(
@@ -135,11 +143,49 @@ describe("WorkerDecoder", () => {
     );
   });
 
+  it("keeps each schema apart on shared threads, and answers in any order each call with its own chunk", async () => {
+    const pool = newPool(2);
+    const other = defineRowSchema(
+      [
+        { name: "sku", type: "text" },
+        { name: "order_id", type: "integer" },
+      ],
+      ["sku"],
+    );
+    const value = '{"order_id": 7, "sku": "a\\tb", "qty": 1}';
+    const calls = Array.from({ length: 8 }, (_, i) =>
+      pool.decode(i % 2 === 0 ? schema : other, [message(String(i), value)]),
+    );
+    const decoded = await Promise.all(calls);
+    for (const [i, d] of decoded.entries()) {
+      const s = i % 2 === 0 ? schema : other;
+      const row = decodeMessage(s, message(String(i), value));
+      expect(row.ok).toBe(true);
+      if (!row.ok) continue;
+      expect(Buffer.from(d.copy.text).toString()).toBe(copyText([row.row], s.columns));
+      expect(d.copy.columns).toEqual(s.columns.map((c) => c.name));
+    }
+  });
+
+  it("keeps a process alive while a decode is in flight, and lets it exit once the pool is idle", async () => {
+    const script = [
+      `import { sharedDecodePool } from ${JSON.stringify(new URL("./decoder.ts", import.meta.url).href)};`,
+      `import { defineRowSchema } from ${JSON.stringify(new URL("../record.ts", import.meta.url).href)};`,
+      'const schema = defineRowSchema([{ name: "id", type: "bigint" }], ["id"]);',
+      'const d = await sharedDecodePool().decode(schema, [{ key: Buffer.from("1"), value: Buffer.from(\'{"id": 1}\') }]);',
+      "console.log(d.rows);",
+    ].join("\n");
+    const file = join(mkdtempSync(join(tmpdir(), "syncgov-decoder-")), "decode.mjs");
+    writeFileSync(file, script);
+    const { stdout } = await execFileAsync(process.execPath, [file], { timeout: 20_000 });
+    expect(stdout.trim()).toBe("1");
+  });
+
   it("rejects every decode once closed, so the source decodes on its own thread", async () => {
-    const decoder = newDecoder();
-    const pending = expect(decoder.decode([message("1", '{"order_id": 1}')])).rejects.toThrow(/closed/);
-    await decoder.close();
+    const pool = newPool();
+    const pending = expect(pool.decode(schema, [message("1", '{"order_id": 1}')])).rejects.toThrow(/closed/);
+    await pool.close();
     await pending;
-    await expect(decoder.decode([message("2", '{"order_id": 2}')])).rejects.toThrow(/closed/);
+    await expect(pool.decode(schema, [message("2", '{"order_id": 2}')])).rejects.toThrow(/closed/);
   });
 });

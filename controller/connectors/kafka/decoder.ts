@@ -12,10 +12,14 @@
  * a chunk's rows are needed as objects (masking, a divert to the buffer topic, an upsert), the source
  * decodes them on the main thread with the same function, which gives the same rows.
  *
- * The worker is pure: it holds no connection and no secret, only the row schema. If it fails, every
- * decode in flight and after rejects, and the source decodes on the main thread instead.
+ * The threads belong to the process, not to a session (sharedDecodePool): a controller running many
+ * sessions in-process keeps one small pool, and a session started later finds its code already
+ * compiled. A worker is pure: it holds no connection and no secret, only the row schemas it was sent.
+ * If one fails, the decodes it had in flight reject and the source decodes those chunks on the main
+ * thread; the pool starts a new worker for later chunks, at most one per RESPAWN_MS.
  */
 
+import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { PreparedCopy } from "../postgres/copy-text.ts";
 import type { RowSchema } from "../record.ts";
@@ -41,6 +45,9 @@ export interface MessageDecoder {
 /** What the main thread sends: keys and values packed into `bytes`; offsets holds 4 numbers a message. */
 export interface DecodeRequest {
   readonly id: number;
+  /** The pool's number for the schema; the schema itself comes with the first request naming it. */
+  readonly schemaId: number;
+  readonly schema?: RowSchema;
   readonly bytes: ArrayBuffer;
   /** Per message: key start, key length, value start, value length; a length of -1 is null. */
   readonly offsets: Int32Array;
@@ -54,68 +61,153 @@ export interface DecodeReply {
   readonly distinctKeys: boolean;
 }
 
-export interface DecoderWorkerData {
-  readonly schema: RowSchema;
-}
-
 interface Pending {
+  readonly columns: readonly string[];
   readonly resolve: (decoded: DecodedMessages) => void;
   readonly reject: (error: Error) => void;
 }
 
-export class WorkerDecoder implements MessageDecoder {
-  readonly #worker: Worker;
-  readonly #pending = new Map<number, Pending>();
-  readonly #columns: readonly string[];
-  #next = 0;
-  #failure: Error | undefined;
+/** One worker thread, the schemas it was sent, and the decodes it has in flight. */
+interface PoolWorker {
+  readonly thread: Worker;
+  readonly schemas: Set<number>;
+  readonly pending: Map<number, Pending>;
+  failed: boolean;
+}
 
-  constructor(schema: RowSchema) {
-    this.#columns = schema.columns.map((c) => c.name);
-    const workerData: DecoderWorkerData = {
-      schema: { columns: schema.columns.map((c) => ({ ...c })), keyColumns: [...schema.keyColumns] },
-    };
-    this.#worker = new Worker(new URL("./decode-worker.ts", import.meta.url), { workerData });
-    // The session owns the decoder and closes it; it must never keep a stopping process alive.
-    this.#worker.unref();
-    this.#worker.on("message", (reply: DecodeReply) => this.#settle(reply));
-    this.#worker.on("error", (error) => this.#fail(error));
-    this.#worker.on("exit", (code) => this.#fail(new Error(`the decode worker exited with code ${code}`)));
+/** Least time between starting a worker after a failure and the next. */
+const RESPAWN_MS = 10_000;
+
+export interface DecodePoolOptions {
+  /** Worker threads; default one less than the cores (at least 1, at most 4). */
+  readonly threads?: number;
+}
+
+export class DecodePool {
+  readonly #threads: number;
+  readonly #workers: (PoolWorker | undefined)[] = [];
+  /** Schemas by their definition, so that sessions of the same job share one number. */
+  readonly #schemaIds = new Map<string, number>();
+  readonly #schemaKeys = new WeakMap<RowSchema, { id: number; columns: readonly string[] }>();
+  #next = 0;
+  #turn = 0;
+  #lastSpawn = Number.NEGATIVE_INFINITY;
+  #closed = false;
+
+  constructor(options: DecodePoolOptions = {}) {
+    this.#threads = options.threads ?? Math.min(4, Math.max(1, availableParallelism() - 1));
+    if (!Number.isInteger(this.#threads) || this.#threads < 1)
+      throw new Error("threads must be a positive integer");
   }
 
-  decode(messages: readonly ConsumedMessage[]): Promise<DecodedMessages> {
-    if (this.#failure) return Promise.reject(this.#failure);
+  /** A decoder for the rows of one schema. */
+  decoder(schema: RowSchema): MessageDecoder {
+    return { decode: (messages) => this.decode(schema, messages) };
+  }
+
+  decode(schema: RowSchema, messages: readonly ConsumedMessage[]): Promise<DecodedMessages> {
+    if (this.#closed) return Promise.reject(new Error("the decode pool was closed"));
+    const worker = this.#pick();
+    if (!worker) return Promise.reject(new Error("no decode worker is running; one starts again shortly"));
+    const { id: schemaId, columns } = this.#schemaOf(schema);
     const { bytes, offsets } = pack(messages);
     const id = this.#next++;
     return new Promise<DecodedMessages>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      const request: DecodeRequest = { id, bytes, offsets };
-      this.#worker.postMessage(request, [bytes, offsets.buffer as ArrayBuffer]);
+      if (worker.pending.size === 0) worker.thread.ref();
+      worker.pending.set(id, { columns, resolve, reject });
+      const first = !worker.schemas.has(schemaId);
+      worker.schemas.add(schemaId);
+      const request: DecodeRequest = {
+        id,
+        schemaId,
+        ...(first
+          ? { schema: { columns: schema.columns.map((c) => ({ ...c })), keyColumns: [...schema.keyColumns] } }
+          : {}),
+        bytes,
+        offsets,
+      };
+      worker.thread.postMessage(request, [bytes, offsets.buffer as ArrayBuffer]);
     });
   }
 
-  /** Stops the worker; decodes still in flight reject. */
+  /** Stops the workers; decodes in flight and after reject. */
   async close(): Promise<void> {
-    this.#fail(new Error("the decoder was closed"));
-    await this.#worker.terminate();
+    this.#closed = true;
+    const workers = this.#workers.splice(0).filter((w) => w !== undefined);
+    for (const worker of workers) this.#fail(worker, new Error("the decode pool was closed"));
+    await Promise.all(workers.map((w) => w.thread.terminate()));
   }
 
-  #settle(reply: DecodeReply): void {
-    const pending = this.#pending.get(reply.id);
-    if (!pending) return;
-    this.#pending.delete(reply.id);
-    pending.resolve({
-      rows: reply.rows,
-      rejections: reply.rejections,
-      copy: { columns: this.#columns, text: new Uint8Array(reply.text), distinctKeys: reply.distinctKeys },
+  /** The next worker in turn, started (or restarted after a failure) when needed. */
+  #pick(): PoolWorker | undefined {
+    const slot = this.#turn++ % this.#threads;
+    let worker = this.#workers[slot];
+    if (worker && !worker.failed) return worker;
+    const respawn = worker !== undefined;
+    if (respawn && performance.now() - this.#lastSpawn < RESPAWN_MS) {
+      return this.#workers.find((w) => w && !w.failed);
+    }
+    this.#lastSpawn = respawn ? performance.now() : this.#lastSpawn;
+    worker = this.#spawn();
+    this.#workers[slot] = worker;
+    return worker;
+  }
+
+  #spawn(): PoolWorker {
+    const thread = new Worker(new URL("./decode-worker.ts", import.meta.url));
+    const worker: PoolWorker = { thread, schemas: new Set(), pending: new Map(), failed: false };
+    thread.on("message", (reply: DecodeReply) => {
+      const pending = worker.pending.get(reply.id);
+      if (!pending) return;
+      worker.pending.delete(reply.id);
+      if (worker.pending.size === 0) worker.thread.unref();
+      pending.resolve({
+        rows: reply.rows,
+        rejections: reply.rejections,
+        copy: {
+          columns: pending.columns,
+          text: new Uint8Array(reply.text),
+          distinctKeys: reply.distinctKeys,
+        },
+      });
     });
+    thread.on("error", (error) => this.#fail(worker, error));
+    thread.on("exit", (code) => this.#fail(worker, new Error(`a decode worker exited with code ${code}`)));
+    // An idle worker must never keep a stopping process alive (one with decodes in flight does).
+    // After the listeners: adding a message listener refs the worker's port again.
+    thread.unref();
+    return worker;
   }
 
-  #fail(error: Error): void {
-    this.#failure ??= error;
-    for (const pending of this.#pending.values()) pending.reject(this.#failure);
-    this.#pending.clear();
+  #fail(worker: PoolWorker, error: Error): void {
+    worker.failed = true;
+    worker.thread.unref();
+    for (const pending of worker.pending.values()) pending.reject(error);
+    worker.pending.clear();
   }
+
+  #schemaOf(schema: RowSchema): { id: number; columns: readonly string[] } {
+    let known = this.#schemaKeys.get(schema);
+    if (!known) {
+      const key = JSON.stringify([schema.columns, schema.keyColumns]);
+      let id = this.#schemaIds.get(key);
+      if (id === undefined) {
+        id = this.#schemaIds.size;
+        this.#schemaIds.set(key, id);
+      }
+      known = { id, columns: schema.columns.map((c) => c.name) };
+      this.#schemaKeys.set(schema, known);
+    }
+    return known;
+  }
+}
+
+let shared: DecodePool | undefined;
+
+/** The process's decode pool, started at first use; its threads never keep the process alive. */
+export function sharedDecodePool(): DecodePool {
+  shared ??= new DecodePool();
+  return shared;
 }
 
 /** Keys and values side by side in one buffer of its own (so it can be transferred, not copied). */
