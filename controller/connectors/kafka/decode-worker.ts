@@ -11,6 +11,7 @@ import { decodeMessage } from "./dead-letter.ts";
 import { type DecodeReply, type DecodeRequest, type IndexedRejection, unpack } from "./decoder.ts";
 
 const schemas = new Map<number, RowSchema>();
+const BACKSLASH = 0x5c;
 const port = parentPort!;
 
 port.on("message", (request: DecodeRequest) => {
@@ -20,13 +21,21 @@ port.on("message", (request: DecodeRequest) => {
   const schema = schemas.get(request.schemaId)!;
   const messages = unpack(request.bytes, request.offsets);
   const rows: Row[] = [];
+  const plain: boolean[] = [];
   const rejections: IndexedRejection[] = [];
   for (let i = 0; i < messages.length; i++) {
-    const decoded = decodeMessage(schema, messages[i]!);
-    if (decoded.ok) rows.push(decoded.row);
-    else rejections.push({ ...decoded, index: i });
+    const message = messages[i]!;
+    const decoded = decodeMessage(schema, message);
+    if (decoded.ok) {
+      rows.push(decoded.row);
+      // Text without a backslash holds no escaped character, and JSON allows no raw control
+      // character in a string: none of the row's values holds one COPY must escape.
+      plain.push(!message.value!.includes(BACKSLASH));
+    } else {
+      rejections.push({ ...decoded, index: i });
+    }
   }
-  const text = copyText(rows, schema.columns);
+  const text = copyText(rows, schema.columns, plain);
   // A buffer of its own, so that it moves to the main thread instead of being copied.
   const bytes = new ArrayBuffer(Buffer.byteLength(text));
   Buffer.from(bytes).write(text);

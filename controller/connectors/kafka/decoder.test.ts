@@ -118,6 +118,8 @@ describe("DecodePool", () => {
       fc.integer(),
       fc.double(),
       fc.string(),
+      // Control characters, backslashes and quotes: text COPY must escape, and JSON text that escapes them.
+      fc.string({ unit: "binary-ascii", maxLength: 6 }),
       fc.constant(null),
       fc.boolean(),
       fc.array(fc.integer(), { maxLength: 3 }),

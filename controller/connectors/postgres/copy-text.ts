@@ -40,14 +40,23 @@ const COPY_ESCAPES: Readonly<Record<string, string>> = {
  * The rows in COPY's text format, in column order: tab between values, a newline after each row,
  * \N for NULL, and backslash, tab, newline and carriage return escaped with a backslash. Written
  * here because pg-copy-streams moves bytes and leaves the format to its caller.
+ *
+ * `plain[i]` may say that row i holds none of those four characters, so its values need no search
+ * for them: true of a row decoded from JSON text without a backslash (JSON escapes control
+ * characters, and everything a row's values are made of comes from that text; see decode-worker.ts).
  */
-export function copyText(rows: readonly Row[], columns: readonly NamedColumn[]): string {
+export function copyText(
+  rows: readonly Row[],
+  columns: readonly NamedColumn[],
+  plain?: readonly boolean[],
+): string {
   const names = columns.map((c) => c.name);
   const lines = new Array<string>(rows.length + 1);
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i]!;
-    let line = copyValue(row[names[0]!]);
-    for (let c = 1; c < names.length; c++) line += `\t${copyValue(row[names[c]!])}`;
+    const value = plain?.[i] === true ? plainValue : copyValue;
+    let line = value(row[names[0]!]);
+    for (let c = 1; c < names.length; c++) line += `\t${value(row[names[c]!])}`;
     lines[i] = line;
   }
   lines[rows.length] = "";
@@ -55,10 +64,17 @@ export function copyText(rows: readonly Row[], columns: readonly NamedColumn[]):
 }
 
 function copyValue(value: RowValue | undefined): string {
+  if (typeof value === "string") {
+    return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
+  }
+  return plainValue(value);
+}
+
+function plainValue(value: RowValue | undefined): string {
   if (value === null || value === undefined) return "\\N";
   if (typeof value === "number") return String(value);
   if (typeof value === "boolean") return value ? "t" : "f";
-  return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : value;
+  return value;
 }
 
 /** A batch's rows already in COPY text (UTF-8), made elsewhere (the stream's decode worker). */
