@@ -69,6 +69,13 @@ export const DEFAULT_CONCURRENT_PARTITIONS = 3;
  */
 export const DEFAULT_SESSION_MEMBERS = 3;
 
+/**
+ * A session's members heartbeat every second (the Java client's default is 3 s): a member learns of a
+ * rebalance from its heartbeat, and while a session's members join one another at start, the ones
+ * already joined keep the others waiting until they notice. Each heartbeat is one small request.
+ */
+const SESSION_HEARTBEAT_MS = 1000;
+
 export interface StreamRunnerOptions {
   readonly logger?: Logger;
   /** Most rows per sink call of the session and per replayed chunk; default DEFAULT_MAX_ROWS_PER_CHUNK. */
@@ -254,6 +261,7 @@ async function runSession(
     maxRowsPerSink: maxRows,
     concurrentPartitions: options.concurrentPartitions ?? DEFAULT_CONCURRENT_PARTITIONS,
     members: options.members ?? DEFAULT_SESSION_MEMBERS,
+    heartbeatIntervalMs: SESSION_HEARTBEAT_MS,
     ...(options.sessionTimeoutMs ? { sessionTimeoutMs: options.sessionTimeoutMs } : {}),
     logger,
     sink: async (chunk) => {
