@@ -98,11 +98,6 @@ export interface StreamRunnerOptions {
   readonly concurrentPartitions?: number;
   /** Consumer session timeout of a realtime session; default 30 s. */
   readonly sessionTimeoutMs?: number;
-  /**
-   * Whether a realtime session decodes records in a worker thread (../connectors/kafka/decoder.ts);
-   * default true. A job with masking rules decodes on the main thread (its rows are masked there).
-   */
-  readonly decodeInWorker?: boolean;
   /** Consumer group members of a realtime session (KafkaSourceOptions.members); default DEFAULT_SESSION_MEMBERS. */
   readonly members?: number;
 }
@@ -248,8 +243,7 @@ async function runSession(
 
   const masking = context.masker.maskedColumns.size > 0;
   // Masked rows are made on this thread, so a decoder's COPY text (of unmasked rows) would not serve.
-  const decoder =
-    options.decodeInWorker !== false && !masking ? sharedDecodePool().decoder(stream.schema) : undefined;
+  const decoder = masking ? undefined : sharedDecodePool().decoder(stream.schema);
   const source = new KafkaSource({
     kafka,
     ...(decoder ? { decoder } : {}),

@@ -147,6 +147,10 @@ const microsPerRow = (seconds: number | undefined, rows: number) =>
 
 const rate = (m: Measured) => m.rows / m.seconds;
 
+/** The smaller ceiling: raw consume, or the faster of the raw writes. */
+const ceilingOf = (consume: Measured, insert: Measured, copy: Measured) =>
+  Math.min(rate(consume), Math.max(rate(insert), rate(copy)));
+
 /** The measurement of median rate (of an even count, the slower of the middle two). */
 function median(measured: readonly Measured[]): Measured {
   const sorted = [...measured].sort((a, b) => rate(a) - rate(b));
@@ -550,7 +554,7 @@ export async function run(): Promise<void> {
     const upsertedRows = await countRows(pool, tables.upserted);
     if (upsertedRows !== records) throw new Error(`${upserted.name} left ${upsertedRows} of ${records} rows`);
     const rawWrite = rate(insert) >= rate(copy) ? insert : copy;
-    const ceiling = Math.min(rate(consume), rate(rawWrite));
+    const ceiling = ceilingOf(consume, insert, copy);
     const measured = [stream, batch, consume, insert, copy, upserted];
     console.log(
       table(
@@ -585,8 +589,8 @@ export async function run(): Promise<void> {
     console.log(
       `by round (Kafka → PostgreSQL / raw COPY / ratio): ${byRound
         .map((r) => {
-          const ceilingOfRound = Math.min(rate(r.consume), Math.max(rate(r.insert), rate(r.copy)));
-          return `${Math.round(rate(r.stream)).toLocaleString("en-US")} / ${Math.round(rate(r.copy)).toLocaleString("en-US")} / ${(rate(r.stream) / ceilingOfRound).toFixed(2)}`;
+          const ratioOfRound = rate(r.stream) / ceilingOf(r.consume, r.insert, r.copy);
+          return `${Math.round(rate(r.stream)).toLocaleString("en-US")} / ${Math.round(rate(r.copy)).toLocaleString("en-US")} / ${ratioOfRound.toFixed(2)}`;
         })
         .join(", ")}; the table shows each path's median round`,
     );

@@ -2,8 +2,8 @@
  * Decoding a stream's messages in a worker thread. On the main thread a realtime session's rows cost
  * the Kafka client's decoding, JSON parsing, coercion to the row model and the COPY text the target
  * writes; the runner's main thread, not PostgreSQL or the broker, is then what bounds a session's
- * rate. A WorkerDecoder moves the pure part (dead-letter.ts decodeMessage for every message, the key
- * check and copy-text.ts copyText of the rows) into one worker thread, so that the main thread keeps
+ * rate. A DecodePool moves the pure part (dead-letter.ts decodeMessage for every message, the key
+ * check and copy-text.ts copyText of the rows) into worker threads, so that the main thread keeps
  * only the consumer, the session logic and the socket writes, and both cores of a small machine work.
  *
  * What crosses the thread boundary is bytes, both ways: the messages' keys and values packed into
@@ -120,9 +120,7 @@ export class DecodePool {
       const request: DecodeRequest = {
         id,
         schemaId,
-        ...(first
-          ? { schema: { columns: schema.columns.map((c) => ({ ...c })), keyColumns: [...schema.keyColumns] } }
-          : {}),
+        ...(first ? { schema } : {}),
         bytes,
         offsets,
       };
@@ -147,7 +145,7 @@ export class DecodePool {
     if (respawn && performance.now() - this.#lastSpawn < RESPAWN_MS) {
       return this.#workers.find((w) => w && !w.failed);
     }
-    this.#lastSpawn = respawn ? performance.now() : this.#lastSpawn;
+    if (respawn) this.#lastSpawn = performance.now();
     worker = this.#spawn();
     this.#workers[slot] = worker;
     return worker;

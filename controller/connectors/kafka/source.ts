@@ -51,7 +51,7 @@ import { type Logger, logger as rootLogger } from "../../telemetry/logger.ts";
 import type { PreparedCopy } from "../postgres/copy-text.ts";
 import type { Row, RowSchema } from "../record.ts";
 import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
-import { type ConsumedMessage, deadLetterMessage, decodeMessage } from "./dead-letter.ts";
+import { deadLetterMessage, decodeMessage } from "./dead-letter.ts";
 import type { DecodedMessages, MessageDecoder } from "./decoder.ts";
 import { BatchKeepAlive, errorSummary, sleep } from "./keep-alive.ts";
 
@@ -172,7 +172,7 @@ export type KafkaSourceState = "new" | "starting" | "running" | "stopping" | "st
 
 /** The messages of a batch gathered for one sink call. */
 interface Chunk {
-  /** The rows for the sink (absent while the chunk is gathered message by message). */
+  /** The rows for the sink as the decoder left them; absent when decoded here (`records` are the rows). */
   rows?: SourceChunk;
   readonly records: SourceRecord[];
   readonly deadLetters: Message[];
@@ -472,7 +472,6 @@ export class KafkaSource {
       this.#decoderFailed(error);
       const chunk = newChunk();
       for (const message of messages) this.#add(chunk, topic, partition, message);
-      chunk.rows = sourceChunk(chunk.records);
       return chunk;
     }
     const chunk = newChunk();
@@ -499,7 +498,7 @@ export class KafkaSource {
         records ??= messages
           .filter((_, i) => !rejected.has(i))
           .map((message) => {
-            const row = decodeMessage(schema, message as ConsumedMessage);
+            const row = decodeMessage(schema, message);
             // The worker ran the same function on the same bytes.
             if (!row.ok) throw new Error(`message at offset ${message.offset} decoded differently twice`);
             return { key: row.key, row: row.row, topic, partition, offset: message.offset };
