@@ -66,7 +66,7 @@ export async function startLocalKafka(
     "-Djava.awt.headless=true",
     `-Dlog4j.configuration=file:${log4j}`,
   ];
-  const clusterId = randomBytes(16).toString("base64url");
+  const clusterId = newClusterId();
   await execFileAsync("java", [
     ...jvm,
     "-cp",
@@ -118,5 +118,17 @@ export async function kafkaAnswers(brokers: string): Promise<boolean> {
     return cluster.brokers.length > 0 && cluster.controller !== null && cluster.controller >= 0;
   } finally {
     await admin.disconnect();
+  }
+}
+
+/**
+ * A random cluster id as Kafka writes them (16 bytes, base64url), never starting with "-": the
+ * storage tool would read such an id as an option and refuse to format (Kafka's Uuid.randomUuid
+ * skips those ids for the same reason).
+ */
+function newClusterId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString("base64url");
+    if (!id.startsWith("-")) return id;
   }
 }
