@@ -49,11 +49,11 @@ import { validateTopic } from "./stream-validation.ts";
 
 /**
  * Rows per sink call (one upsert or COPY) and per replayed chunk unless set. Each statement has a
- * cost of its own in PostgreSQL: COPY of 1,000,000 rows on three connections cost PostgreSQL 3.4–4.0
- * µs of CPU a row in 2000-row statements and 2.6–3.0 µs in 10,000-row ones, as much as one COPY of
- * 50,000 rows (`npm run bench -- sync --chunk 2000`, "target alone"); 500-row chunks were slower
- * still. A 10,000-row statement takes tens of milliseconds, far below the breaker's 500 ms slow-call
- * threshold, and holds a few MB.
+ * cost of its own in PostgreSQL: in the sync bench's "target alone" row (1,000,000 rows by COPY on
+ * three connections), PostgreSQL spent 3.2–4.1 µs of CPU a row in 2000-row statements and 2.4–2.9 µs
+ * in 10,000-row ones, no more than on the raw ceiling's 50,000-row COPY (2.6–3.1 µs); compare
+ * `npm run bench -- sync --chunk 2000`. 500-row chunks were slower still. A 10,000-row statement takes
+ * tens of milliseconds, far below the breaker's 500 ms slow-call threshold, and holds a few MB.
  */
 export const DEFAULT_MAX_ROWS_PER_CHUNK = 10_000;
 
