@@ -149,9 +149,12 @@ const microsPerRow = (seconds: number | undefined, rows: number) =>
 
 const rate = (m: Measured) => m.rows / m.seconds;
 
+/** The faster of the raw writes. */
+const fasterWrite = (insert: Measured, copy: Measured) => (rate(insert) >= rate(copy) ? insert : copy);
+
 /** The smaller ceiling: raw consume, or the faster of the raw writes. */
 const ceilingOf = (consume: Measured, insert: Measured, copy: Measured) =>
-  Math.min(rate(consume), Math.max(rate(insert), rate(copy)));
+  Math.min(rate(consume), rate(fasterWrite(insert, copy)));
 
 /** The measurement of median rate (of an even count, the slower of the middle two). */
 function median(measured: readonly Measured[]): Measured {
@@ -555,7 +558,7 @@ export async function run(): Promise<void> {
 
     const upsertedRows = await countRows(pool, tables.upserted);
     if (upsertedRows !== records) throw new Error(`${upserted.name} left ${upsertedRows} of ${records} rows`);
-    const rawWrite = rate(insert) >= rate(copy) ? insert : copy;
+    const rawWrite = fasterWrite(insert, copy);
     const ceiling = ceilingOf(consume, insert, copy);
     const measured = [stream, batch, consume, insert, copy, upserted];
     console.log(
