@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import {
+  HttpMethod,
   type KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
@@ -25,10 +26,27 @@ export function readManifests(paths: string[]): KubernetesObject[] {
   );
 }
 
-/** Exposes discovery (is this kind namespaced?) that KubernetesObjectApi keeps protected. */
+/**
+ * Discovery (is this kind namespaced?) and a server-side apply that sends the object as it was read.
+ * KubernetesObjectApi.patch serializes a known kind through client-node's typed model, which expects
+ * the model's property names (xKubernetesValidations) and silently drops the wire names a manifest
+ * holds (x-kubernetes-validations, x-kubernetes-list-type, ...): a CRD applied that way lost its CEL
+ * rules. Here the body is the manifest's own JSON, as kubectl sends it.
+ */
 class ApplyClient extends KubernetesObjectApi {
   async namespaced(object: KubernetesObject): Promise<boolean> {
     return (await this.resource(object.apiVersion!, object.kind!))?.namespaced ?? false;
+  }
+
+  async apply(object: KubernetesObject, fieldManager: string): Promise<KubernetesObject> {
+    const path = await this.specUriPath(object, "patch");
+    const request = this.configuration.baseServer.makeRequestContext(path, HttpMethod.PATCH);
+    request.setHeaderParam("Accept", "application/json");
+    request.setHeaderParam("Content-Type", PatchStrategy.ServerSideApply);
+    request.setQueryParam("fieldManager", fieldManager);
+    request.setQueryParam("force", "true");
+    request.setBody(JSON.stringify(object));
+    return this.requestPromise(request);
   }
 }
 
@@ -48,16 +66,7 @@ export async function applyManifests(
     if (options.namespace && !spec.metadata?.namespace && (await api.namespaced(spec))) {
       spec.metadata = { ...spec.metadata, namespace: options.namespace };
     }
-    applied.push(
-      await api.patch(
-        spec,
-        undefined,
-        undefined,
-        options.fieldManager ?? "syncgov",
-        true,
-        PatchStrategy.ServerSideApply,
-      ),
-    );
+    applied.push(await api.apply(spec, options.fieldManager ?? "syncgov"));
   }
   return applied;
 }

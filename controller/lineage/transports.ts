@@ -10,6 +10,7 @@
  */
 
 import { type Kafka, Partitioners, type Producer } from "kafkajs";
+import { fitsAlone, recordBytes, TopicLimit, topicMessageLimit } from "../connectors/kafka/limits.ts";
 import type { RunEvent } from "./events.ts";
 import { redactUrl } from "./naming.ts";
 
@@ -184,19 +185,42 @@ export class KafkaTransport implements LineageTransport {
   readonly #kafka: Kafka;
   readonly #topic: string;
   #producer: Promise<Producer> | undefined;
+  readonly #limit: TopicLimit;
 
   constructor(options: KafkaTransportOptions) {
     this.#kafka = options.kafka;
     this.#topic = options.topic;
+    this.#limit = new TopicLimit(async () => {
+      const admin = this.#kafka.admin();
+      await admin.connect();
+      try {
+        return (await topicMessageLimit(admin, this.#topic)).bytes;
+      } finally {
+        await admin.disconnect();
+      }
+    });
   }
 
+  /**
+   * Sends the event as one record. An event larger than the topic's max.message.bytes (read from the
+   * cluster) is refused here with its size and the limit, rather than by the broker after the
+   * producer's retries: the emitter reports the failure (a lineage failure never changes a run).
+   */
   async send(event: RunEvent): Promise<void> {
     const producer = await this.#connected();
-    await producer.send({
-      topic: this.#topic,
-      acks: -1,
-      messages: [{ key: `run:${event.job.namespace}/${event.job.name}`, value: JSON.stringify(event) }],
-    });
+    const message = { key: `run:${event.job.namespace}/${event.job.name}`, value: JSON.stringify(event) };
+    const limitBytes = await this.#limit.get();
+    if (!fitsAlone(message, limitBytes)) {
+      throw new Error(
+        `the ${event.eventType} event of run ${event.run.runId} is ${recordBytes(message)} bytes; topic ${this.#topic} takes at most ${limitBytes} (max.message.bytes)`,
+      );
+    }
+    try {
+      await producer.send({ topic: this.#topic, acks: -1, messages: [message] });
+    } catch (error) {
+      this.#limit.forgetOn(error);
+      throw error;
+    }
   }
 
   async close(): Promise<void> {

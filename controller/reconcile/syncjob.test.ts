@@ -193,3 +193,104 @@ describe("decideJob", () => {
     expect(open.create).toEqual([]);
   });
 });
+
+/**
+ * A job as a long-running controller keeps it: decideJob at every requeue it asks for (and at other
+ * moments, as unrelated events would), the status it writes read back, the runs it creates finishing
+ * a minute later. Returns the runs each job got, by name.
+ */
+function runController(
+  objects: Record<string, unknown>[],
+  from: Date,
+  until: Date,
+  extraWakeups: readonly Date[] = [],
+): Map<string, string[]> {
+  type Kept = { object: Record<string, unknown>; runs: RunSummary[]; wakeAt: number };
+  const kept: Kept[] = objects.map((object) => ({ object, runs: [], wakeAt: from.getTime() }));
+  const wakeups = extraWakeups.map((d) => d.getTime());
+  for (let steps = 0; steps < 10_000; steps++) {
+    const next = Math.min(...kept.map((k) => k.wakeAt), ...wakeups.filter((w) => w > 0));
+    if (next > until.getTime()) break;
+    const due = wakeups.indexOf(next);
+    if (due >= 0) wakeups[due] = 0;
+    for (const k of kept) {
+      if (k.wakeAt > next && due < 0) continue;
+      const at = new Date(next);
+      const runs = k.runs.map((r) =>
+        r.createdAt + 60_000 <= next
+          ? { ...r, phase: "Succeeded", completionTime: new Date(r.createdAt + 60_000).toISOString() }
+          : r,
+      );
+      const d = decideJob({
+        object: k.object as never,
+        policies: [],
+        namespace: { name: "crm", labels: {} },
+        runs,
+        now: at,
+      });
+      if (d.status) k.object = { ...k.object, status: { ...(k.object.status as object), ...d.status } };
+      for (const r of d.create) {
+        if (!k.runs.some((x) => x.name === r.name))
+          k.runs.push({ name: r.name, phase: "Running", type: r.type, createdAt: next });
+      }
+      k.wakeAt = d.requeueAfterMs === undefined ? Number.POSITIVE_INFINITY : next + d.requeueAfterMs;
+    }
+  }
+  return new Map(
+    kept.map((k) => [
+      (k.object.metadata as { name: string }).name,
+      k.runs.filter((r) => r.type === "Batch").map((r) => r.name),
+    ]),
+  );
+}
+
+function scheduledJob(name: string, spec: Record<string, unknown>, created: string): Record<string, unknown> {
+  const object = baseJob() as Record<string, unknown> & { spec: Record<string, unknown> };
+  object.metadata = { name, namespace: "crm", generation: 1, creationTimestamp: created };
+  Object.assign(object.spec, spec);
+  return object;
+}
+
+describe("schedules in a long-running controller", () => {
+  it("fire every time they are due, for every job sharing the schedule", () => {
+    const created = "2026-11-22T11:59:20Z";
+    const jobs = [
+      scheduledJob("a", { schedule: "* * * * *", timeZone: "UTC" }, created),
+      scheduledJob("b", { schedule: "* * * * *", timeZone: "UTC" }, created),
+    ];
+    // Unrelated events wake the jobs between fires too (a run's status, a policy change).
+    const noise = [12_000, 75_500, 130_250].map((ms) => new Date(Date.parse(created) + ms));
+    const runs = runController(jobs, new Date(created), new Date("2026-11-22T12:04:30Z"), noise);
+    for (const name of ["a", "b"]) {
+      const fires = runs.get(name)!;
+      // 12:00, 12:01, 12:02, 12:03 and 12:04: one run per minute, none twice.
+      expect(fires).toHaveLength(5);
+      expect(new Set(fires).size).toBe(5);
+    }
+  });
+
+  it("the nightly example fires on its second and third nights too", () => {
+    const [example] = loadYaml("test/examples/batch-customers.yaml") as Record<string, unknown>[];
+    const object = {
+      ...example,
+      metadata: {
+        ...(example!.metadata as object),
+        namespace: "crm",
+        generation: 1,
+        creationTimestamp: "2026-11-20T09:00:00Z",
+      },
+    };
+    const runs = runController([object], new Date("2026-11-20T09:00:00Z"), new Date("2026-11-23T09:00:00Z"), [
+      new Date("2026-11-21T13:00:00Z"),
+      new Date("2026-11-22T00:30:00Z"),
+    ]);
+    // 02:00 in Europe/Berlin is 01:00 UTC in November: one run a night, named after the fire time.
+    const fires = runs.get("customers-nightly")!;
+    const at = (iso: string) => Math.floor(Date.parse(iso) / 1000).toString(36);
+    expect(fires).toEqual([
+      `customers-nightly-s${at("2026-11-21T01:00:00Z")}`,
+      `customers-nightly-s${at("2026-11-22T01:00:00Z")}`,
+      `customers-nightly-s${at("2026-11-23T01:00:00Z")}`,
+    ]);
+  });
+});

@@ -106,6 +106,8 @@ export function jobPolicyView(
  * Parsed schedules, shared by every job with the same schedule and time zone: a paused Cron only
  * computes occurrences (nextRun from a given date), so one instance serves all of them, and parsing
  * a pattern costs far more than asking it. Bounded: cleared when it grows past CRON_CACHE_LIMIT.
+ * A cached Cron is never stopped (croner's stop() ends its nextRun() answers for good); a paused
+ * Cron with no callback holds no timer, so there is nothing to stop.
  */
 const cronCache = new Map<string, Cron>();
 const CRON_CACHE_LIMIT = 1024;
@@ -415,7 +417,8 @@ export function decideJob(input: JobInput): JobDecision {
       } else if (due) {
         soonest(due.getTime() - now.getTime());
       }
-      cron.stop();
+      // The Cron is shared and must never be stopped: a stopped croner Cron answers nextRun() with
+      // null for good, so every later reconcile of every job on this schedule would find nothing due.
     };
     fire(
       job.spec.schedule,

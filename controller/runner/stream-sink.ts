@@ -58,8 +58,12 @@ export interface SinkTarget<C extends SinkChunk = readonly KeyedRow[]> {
 }
 
 export interface SinkBuffer<C extends SinkChunk = readonly KeyedRow[]> {
-  /** Resolves once the buffer holds every row, in order. */
-  divert(rows: C): Promise<void>;
+  /**
+   * Resolves once the buffer holds every row, in order, except rows it could not hold and the
+   * caller set aside elsewhere (the dead-letter path): `buffered` then says how many it holds.
+   */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a divert resolving with nothing buffered every row.
+  divert(rows: C): Promise<{ readonly buffered: number } | void>;
   /** Rows diverted and not yet replayed. */
   pendingCount(): Promise<number>;
 }
@@ -223,8 +227,9 @@ export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
 
   async #divert(rows: C): Promise<SinkResult> {
     this.#diverting++;
+    let buffered = rows.length;
     try {
-      await this.#buffer.divert(rows);
+      buffered = (await this.#buffer.divert(rows))?.buffered ?? rows.length;
     } finally {
       this.#diverting--;
     }
@@ -232,8 +237,8 @@ export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
     // Another partition's chunk may have switched to Direct while this one was diverting: the rows
     // just buffered must be replayed before this partition's next chunk may go direct.
     if (this.#mode === "Direct") this.#setMode("Diverting");
-    this.#rowsDiverted += rows.length;
-    this.#setPending(this.#pending + rows.length);
+    this.#rowsDiverted += buffered;
+    this.#setPending(this.#pending + buffered);
     return { outcome: "diverted", written: 0 };
   }
 

@@ -26,8 +26,9 @@
 
 import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { RunBreakerStatus } from "../api/syncrun.ts";
-import { BufferTopic } from "../connectors/kafka/buffer.ts";
+import { BufferTopic, type OversizedRow } from "../connectors/kafka/buffer.ts";
 import { jobConsumerGroup } from "../connectors/kafka/cluster.ts";
+import { oversizedRowMessage } from "../connectors/kafka/dead-letter.ts";
 import { sharedDecodePool } from "../connectors/kafka/decoder.ts";
 import { errorSummary, sleep } from "../connectors/kafka/keep-alive.ts";
 import { KafkaSource, type SourceChunk, sourceChunk } from "../connectors/kafka/source.ts";
@@ -207,7 +208,11 @@ async function runSession(
       },
     },
     buffer: {
-      divert: (chunk) => buffer.divert(chunk.records()),
+      divert: async (chunk) => {
+        const result = await buffer.divert(chunk.records());
+        if (result.oversized.length > 0) await setAsideOversized(result.oversized);
+        return result;
+      },
       pendingCount: () => buffer.pendingCount(),
     },
     pollIntervalMs: pollMs,
@@ -272,19 +277,40 @@ async function runSession(
     },
   });
 
+  // Rows too large for the buffer topic go to the dead-letter topic with their reason; the sink
+  // counted them as read, so they count as rejected here (read = written + buffered + rejected).
+  const setAsideOversized = async (rows: readonly OversizedRow[]) => {
+    await source.setAside(
+      rows.map((o) =>
+        oversizedRowMessage(o.row, { bytes: o.bytes, limitBytes: o.limitBytes, topic: bufferTopic }),
+      ),
+    );
+    for (const o of rows) {
+      context.rejections.add({
+        reason: "RecordTooLarge",
+        message: `a row's buffer record is ${o.bytes} bytes, over buffer topic ${bufferTopic}'s limit of ${o.limitBytes}; set aside in dead-letter topic ${source.deadLetterTopic}`,
+      });
+    }
+    context.progress.add({ rowsRejected: rows.length });
+    logger.warn(
+      { rows: rows.length, bufferTopic, deadLetterTopic: source.deadLetterTopic },
+      "rows too large for the buffer topic set aside in the dead-letter topic",
+    );
+  };
+
+  // The source's own rejections (malformed records), counted once each: they never reached the sink.
   let deadLetters = 0;
   const countDeadLetters = () => {
     const rejected = source.counters().rejected;
+    if (rejected <= deadLetters) return;
+    const delta = rejected - deadLetters;
     for (; deadLetters < rejected; deadLetters++) {
       context.rejections.add({
         reason: "DeadLettered",
         message: `malformed record set aside in dead-letter topic ${source.deadLetterTopic}`,
       });
     }
-    if (rejected > context.progress.counts.rowsRejected) {
-      const delta = rejected - context.progress.counts.rowsRejected;
-      context.progress.add({ rowsRead: delta, rowsRejected: delta });
-    }
+    context.progress.add({ rowsRead: delta, rowsRejected: delta });
   };
 
   let supervising: Promise<void> = Promise.resolve();

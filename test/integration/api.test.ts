@@ -5,6 +5,7 @@ import { stringify } from "yaml";
 import { z } from "zod";
 import { SyncJobSpec } from "../../controller/api/syncjob.ts";
 import { validateManifest, validateSyncJob } from "../../controller/api/validate.ts";
+import { readManifests } from "../../controller/kube/apply.ts";
 import { arbitraryOf } from "../support/arbitrary.ts";
 import { kubeConfig, uniqueName } from "../support/env.ts";
 import { installCrds, kubectl, kubectlOk } from "../support/kubectl.ts";
@@ -46,6 +47,24 @@ describe("the CRDs on a real API server", () => {
     }
   });
 
+  it("are served exactly as the files in crds/ say, every x-kubernetes-* key included", async () => {
+    const files = readManifests([repoPath("crds")]) as unknown as CrdManifest[];
+    expect(files).toHaveLength(3);
+    for (const file of files) {
+      const served = JSON.parse(
+        await kubectlOk(["get", "crd", file.metadata.name, "-o", "json"]),
+      ) as CrdManifest;
+      expect(served.spec.group).toBe(file.spec.group);
+      expect(served.spec.names).toEqual(expect.objectContaining(file.spec.names));
+      expect(served.spec.versions).toEqual(file.spec.versions);
+      // The rules this hole let through: both are in the files, and the server enforces them.
+      expect(xKeys(served.spec.versions)).toEqual(xKeys(file.spec.versions));
+    }
+    expect(xKeys(files.map((f) => f.spec.versions))).toEqual(
+      expect.arrayContaining(["x-kubernetes-validations", "x-kubernetes-list-type"]),
+    );
+  });
+
   it("kubectl get shows the printer columns, by name and by short name", async () => {
     const table = await kubectlOk(["get", "syncjobs", "-n", namespace]);
     expect(table.split("\n")[0]).toMatch(/^NAME\s+MODE\s+PHASE\s+CIRCUIT\s+SHADOW\s+VALIDATION\s+AGE/);
@@ -73,6 +92,23 @@ describe("the CRDs on a real API server", () => {
     expect(table).toContain("'schema.table'");
   });
 });
+
+interface CrdManifest {
+  metadata: { name: string };
+  spec: { group: string; names: Record<string, unknown>; versions: unknown[] };
+}
+
+/** Every distinct x-kubernetes-* key anywhere in the value, sorted. */
+function xKeys(value: unknown, found = new Set<string>()): string[] {
+  if (Array.isArray(value)) for (const v of value) xKeys(v, found);
+  else if (value !== null && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      if (k.startsWith("x-kubernetes-")) found.add(k);
+      xKeys(v, found);
+    }
+  }
+  return [...found].sort();
+}
 
 describe("invalid manifests", () => {
   it.each(INVALID_CASES.map((c) => [c.name, c] as const))(

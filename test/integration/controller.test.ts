@@ -170,6 +170,79 @@ describe("the controller against a real API server", () => {
     expect(job0.map((e) => e.reason).sort()).toEqual(["InvalidSpec", "SpecValid"]);
   });
 
+  it("fires a shared schedule every time it is due, for two jobs, night after night", async () => {
+    // The test is the clock: each night it sets the jobs' lastScheduleTime to just before a 02:00
+    // that has passed, as a controller running for days would find it after the previous night.
+    const namespace = await namespaces.create("ctl-cron");
+    controllers.push(
+      await startController({
+        identity: "cron",
+        leaseName: uniqueName("lease"),
+        extraArgs: ["--executor", "External"],
+      }),
+    );
+    const names = ["nightly-a", "nightly-b"];
+    await createAll(
+      namespace,
+      names.map((name) => {
+        const job = jobManifest(name);
+        Object.assign(job.spec, { schedule: "0 2 * * *", timeZone: "UTC", concurrencyPolicy: "Allow" });
+        return job;
+      }),
+    );
+    await eventually("both jobs reconciled", () => allReconciled(namespace, 2));
+    const runsOf = async (job: string) =>
+      (
+        (await custom.listNamespacedCustomObject({ ...G, plural: "syncruns", namespace })) as {
+          items: { metadata: { name: string }; spec: { jobRef?: { name?: string } } }[];
+        }
+      ).items
+        .map((r) => r.metadata.name)
+        .filter((n) => n.startsWith(`${job}-s`))
+        .sort();
+    // Nothing is due yet: the next 02:00 after creation is still ahead.
+    for (const name of names) expect(await runsOf(name)).toEqual([]);
+
+    const today = new Date();
+    today.setUTCHours(2, 0, 0, 0);
+    const expected = new Map<string, string[]>(names.map((n) => [n, []]));
+    for (const daysAgo of [3, 2, 1]) {
+      const night = new Date(today.getTime() - daysAgo * 86_400_000);
+      for (const name of names) {
+        await custom.patchNamespacedCustomObjectStatus(
+          {
+            ...G,
+            namespace,
+            name,
+            body: {
+              status: {
+                lastScheduleTime: new Date(night.getTime() - 60_000).toISOString().replace(/\.\d+Z$/, "Z"),
+              },
+            },
+          },
+          mergePatch,
+        );
+        expected.get(name)!.push(`${name}-s${Math.floor(night.getTime() / 1000).toString(36)}`);
+      }
+      for (const name of names) {
+        const want = [...expected.get(name)!].sort();
+        await eventually(`${name} fired for ${daysAgo} nights ago`, async () => {
+          const runs = await runsOf(name);
+          return JSON.stringify(runs) === JSON.stringify(want) ? runs : undefined;
+        });
+        // The controller recorded the fire (lastScheduleTime is now, not the night): the next night's
+        // setting must not race with this write.
+        await eventually(`${name} recorded the fire`, async () => {
+          const job = (await custom.getNamespacedCustomObject({ ...G, namespace, name })) as {
+            status?: { lastScheduleTime?: string };
+          };
+          return Date.parse(job.status?.lastScheduleTime ?? "") > night.getTime() ? true : undefined;
+        });
+      }
+    }
+    for (const name of names) expect(await runsOf(name)).toHaveLength(3);
+  });
+
   it("misses nothing across an API server restart and an etcd compaction (watch 410 Gone)", async () => {
     const namespace = await namespaces.create("ctl-410");
     const proxy = await FaultProxy.start(apiServerAddress());

@@ -94,6 +94,38 @@ describe("BufferTopic", () => {
     expect((await buffer.replay(sink)).replayed).toBe(0);
   });
 
+  it("diverts a chunk larger than the broker's default message size, and one under a topic's own lower limit", async () => {
+    // 10,000 rows of about 250 bytes: 2.5 MB, over the broker's 1 MiB default message.max.bytes.
+    const { buffer } = await setUp("bufl");
+    const rows = Array.from({ length: 10_000 }, (_, i) => keyed(i, 1, "x".repeat(200)));
+    expect(await buffer.divert(rows)).toEqual({ buffered: 10_000, oversized: [] });
+    expect(await buffer.pendingCount()).toBe(10_000);
+
+    // A topic the platform team made with max.message.bytes 20000: read from the cluster, not assumed.
+    const small = uniqueName("bufs-buffer");
+    topics.push(small);
+    groups.push(`${small}.replay`);
+    await ensureTopic(admin, small, { partitions: 3, config: { "max.message.bytes": "20000" } });
+    const limited = new BufferTopic({ kafka, topic: small, versionColumn: "version", maxRowsPerSink: 500 });
+    stopBeforeCleanup.push(() => limited.close());
+    const chunk = Array.from({ length: 2000 }, (_, i) => keyed(i, 2));
+    chunk.splice(700, 0, keyed(5000, 2, "y".repeat(25_000)));
+    const result = await limited.divert(chunk);
+    expect(result.buffered).toBe(2000);
+    expect(result.oversized).toHaveLength(1);
+    expect(result.oversized[0]!.row.key).toBe("5000");
+    expect(result.oversized[0]!.limitBytes).toBe(20_000);
+    expect(result.oversized[0]!.bytes).toBeGreaterThan(25_000);
+    expect(await limited.pendingCount()).toBe(2000);
+    let replayed = 0;
+    expect(
+      await limited.replay(async (records) => {
+        replayed += records.length;
+      }),
+    ).toEqual({ replayed: 2000, complete: true });
+    expect(replayed).toBe(2000);
+  });
+
   it("counts nothing pending in a topic it had to create, and a later session counts what an earlier one diverted", async () => {
     const { topic, buffer } = await setUp("bufn");
     expect(await buffer.pendingCount()).toBe(0);

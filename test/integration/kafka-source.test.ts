@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { ensureTopic, type JsonRecord, produceJson } from "../../controller/connectors/kafka/cluster.ts";
-import { readDeadLetterHeaders } from "../../controller/connectors/kafka/dead-letter.ts";
+import {
+  readDeadLetterHeaders,
+  VALUE_OMITTED_HEADER,
+} from "../../controller/connectors/kafka/dead-letter.ts";
 import { DecodePool } from "../../controller/connectors/kafka/decoder.ts";
 import { KafkaSource, type RowSink } from "../../controller/connectors/kafka/source.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
@@ -188,6 +191,47 @@ function expectLatest(rows: Awaited<ReturnType<typeof latestPerKey>>, keys: numb
 }
 
 describe("KafkaSource", () => {
+  it("sends dead letters within the dead-letter topic's size limit, a letter too large alone without its value", async () => {
+    const job = await setUpJob("ksrcdlqsize", 1);
+    // The platform team's dead-letter topic takes at most 4000-byte messages; the source topic the default.
+    await ensureTopic(admin, job.deadLetterTopic, { config: { "max.message.bytes": "4000" } });
+    const records: JsonRecord[] = [];
+    for (let i = 0; i < 300; i++)
+      records.push({ key: `bad-${i}`, value: Buffer.from(`not json ${"z".repeat(1500)}`) });
+    records.push({ key: "huge", value: Buffer.from(`not json ${"h".repeat(10_000)}`) });
+    for (let i = 0; i < 100; i++)
+      records.push({
+        key: String(i),
+        value: {
+          order_id: i,
+          status: "v1",
+          qty: 1,
+          amount: "1.5",
+          updated_at: "2026-01-01T00:00:00Z",
+          version: 1,
+        },
+      });
+    await produceJson(kafka, job.topic, records);
+    const source = startSource(job, { maxRowsPerSink: 10_000 });
+    await source.start();
+    const counters = await until(
+      () => source.counters(),
+      (c) => c.read >= records.length,
+    );
+    expect(counters).toEqual(expect.objectContaining({ read: 401, written: 100, rejected: 301 }));
+    await source.stop();
+    const letters = await readTopic(job.deadLetterTopic, `${job.deadLetterTopic}.reader`);
+    expect(letters).toHaveLength(301);
+    const huge = letters.find((l) => l.key === "huge")!;
+    expect(huge.value).toBeNull();
+    expect(String(huge.headers[VALUE_OMITTED_HEADER])).toContain("at most 4000");
+    expect(readDeadLetterHeaders(huge.headers as never)).toEqual(
+      expect.objectContaining({ reason: "NotJson", topic: job.topic, offset: "300" }),
+    );
+    for (const letter of letters.filter((l) => l.key !== "huge"))
+      expect(letter.value?.length).toBeGreaterThan(1500);
+  });
+
   it.each([
     ["on the main thread", "none"],
     ["in a worker thread", "worker"],

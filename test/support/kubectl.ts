@@ -41,11 +41,14 @@ function dropSkewWarning(stderr: string): string {
 
 /**
  * Installs the generated CRDs (idempotent; from crds/ unless another folder is given, e.g. the Helm
- * chart's copy) and waits until the API server serves them.
+ * chart's copy) through the installer `npm run dev` uses (controller/kube/apply.ts), so every suite
+ * runs on CRDs installed the way the product installs them, and waits until the API server serves them.
  */
 export async function installCrds(dir?: string): Promise<void> {
   const { repoPath } = await import("./manifests.ts");
-  await kubectlOk(["apply", "--server-side", "--force-conflicts", "-f", dir ?? repoPath("crds")]);
+  const { applyManifests, readManifests } = await import("../../controller/kube/apply.ts");
+  const { kubeConfig } = await import("./env.ts");
+  await applyManifests(kubeConfig(), readManifests([dir ?? repoPath("crds")]));
   await kubectlOk([
     "wait",
     "--for=condition=Established",

@@ -37,6 +37,7 @@ import {
   topicOffsets,
 } from "./cluster.ts";
 import { BatchKeepAlive, errorSummary } from "./keep-alive.ts";
+import { groupWithin, sendGroups, TopicLimit, topicMessageLimit } from "./limits.ts";
 import type { KeyedRow } from "./source.ts";
 
 export interface BufferTopicOptions {
@@ -89,6 +90,21 @@ export interface ReplayResult {
   readonly complete: boolean;
 }
 
+/** A row too large for the buffer topic: divert() hands it back for the dead-letter path. */
+export interface OversizedRow {
+  readonly row: KeyedRow;
+  /** The buffer record's size and the topic's max.message.bytes, as the broker counts them. */
+  readonly bytes: number;
+  readonly limitBytes: number;
+}
+
+export interface DivertResult {
+  /** Rows the buffer topic holds now, in order. */
+  readonly buffered: number;
+  /** Rows whose buffer record would exceed the topic's size limit, in order; not in the buffer. */
+  readonly oversized: readonly OversizedRow[];
+}
+
 /** A buffer record that divert() did not write: a bug or a foreign producer, never bad source data. */
 export class BufferRecordError extends Error {
   override readonly name = "BufferRecordError";
@@ -116,6 +132,8 @@ export class BufferTopic {
   #existed: Promise<boolean> | undefined;
   /** Whether this object has diverted anything. */
   #diverted = false;
+  /** The topic's max.message.bytes, read from the cluster (./limits.ts). */
+  readonly #limit: TopicLimit;
 
   constructor(options: BufferTopicOptions) {
     this.topic = assertTopicName(options.topic);
@@ -125,6 +143,18 @@ export class BufferTopic {
       throw new Error("maxRowsPerSink must be a positive integer");
     this.#options = options;
     this.#log = (options.logger ?? rootLogger).child({ component: "buffer-topic", topic: this.topic });
+    this.#limit = new TopicLimit(async () => {
+      const limit = await this.#withAdmin((admin) => topicMessageLimit(admin, this.topic));
+      if (!limit.fromCluster)
+        this.#log.warn(
+          {
+            limitBytes: limit.bytes,
+            error: limit.error === undefined ? undefined : errorSummary(limit.error),
+          },
+          "could not read the buffer topic's max.message.bytes; assuming Kafka's default",
+        );
+      return limit.bytes;
+    });
   }
 
   /** Creates the topic (infinite retention) unless it exists or creation is turned off. */
@@ -147,13 +177,16 @@ export class BufferTopic {
 
   /**
    * Produces the rows under their keys, in order, and resolves once all in-sync replicas have them.
-   * Call it for one chunk at a time: the order of calls is the order per key.
+   * Call it for one chunk at a time: the order of calls is the order per key. The rows go in as many
+   * produce calls as the topic's size limit asks; a row whose record exceeds the limit alone is not
+   * buffered but handed back (in `oversized`) for the caller's dead-letter path.
    */
-  async divert(rows: readonly KeyedRow[]): Promise<void> {
-    if (rows.length === 0) return;
+  async divert(rows: readonly KeyedRow[]): Promise<DivertResult> {
+    if (rows.length === 0) return { buffered: 0, oversized: [] };
     this.#diverted = true;
     await this.ensureTopic();
     const producer = await this.#connectedProducer();
+    const limitBytes = await this.#limit.get();
     const versionColumn = this.#options.versionColumn;
     const messages: Message[] = rows.map((r) => {
       if (r.key === "") throw new BufferRecordError("a buffered row needs a non-empty key");
@@ -168,7 +201,18 @@ export class BufferTopic {
       }
       return { key: r.key, value: JSON.stringify(r.row), headers };
     });
-    await producer.send({ topic: this.topic, acks: -1, messages });
+    const { groups, oversized } = groupWithin(messages, limitBytes);
+    try {
+      await sendGroups(producer, this.topic, groups);
+    } catch (error) {
+      // The limit was lowered since it was read: the next attempt (the caller retries) reads it again.
+      this.#limit.forgetOn(error);
+      throw error;
+    }
+    return {
+      buffered: rows.length - oversized.length,
+      oversized: oversized.map((o) => ({ row: rows[o.index]!, bytes: o.bytes, limitBytes })),
+    };
   }
 
   /** The offsets a replay started now would run to (the topic's end offsets). */

@@ -33,7 +33,9 @@ export type DeadLetterReason =
   /** The message has no key (or an empty one), so it cannot be ordered or upserted by key. */
   | "MissingMessageKey"
   /** A tombstone (null value). Deletes are not synced yet, so it is set aside rather than ignored. */
-  | "MissingValue";
+  | "MissingValue"
+  /** The row's record would exceed a topic's max.message.bytes (the buffer topic's, on divert). */
+  | "RecordTooLarge";
 
 /** The parts of a consumed message the decoder reads. */
 export interface ConsumedMessage {
@@ -175,6 +177,61 @@ export function deadLetterMessage(
   headers[DEAD_LETTER_HEADERS.offset] = origin.offset;
   headers[DEAD_LETTER_HEADERS.timestamp] = origin.timestamp;
   return { key: original.key, value: original.value, headers };
+}
+
+/** Set on a dead letter whose value did not fit the dead-letter topic: the value is left out. */
+export const VALUE_OMITTED_HEADER = "syncgov.error.value-omitted";
+
+/**
+ * A dead letter that fits the dead-letter topic's limit: as it is when it fits; else without its
+ * value (and, if still too large, without the original message's own headers), with a header
+ * saying so. Its origin headers still say where the original is (the source topic keeps it until
+ * retention), so nothing is lost without a trace.
+ */
+export function fitDeadLetter(
+  message: Message,
+  fits: (m: Message) => boolean,
+  sizes: { readonly bytes: number; readonly limitBytes: number },
+): Message {
+  if (fits(message)) return message;
+  const note = `the dead letter is ${sizes.bytes} bytes and its topic takes at most ${sizes.limitBytes}: value left out; the original is at its source topic, partition and offset`;
+  const withoutValue: Message = {
+    ...message,
+    value: null,
+    headers: { ...(message.headers ?? {}), [VALUE_OMITTED_HEADER]: note },
+  };
+  if (fits(withoutValue)) return withoutValue;
+  const own = Object.fromEntries(
+    Object.entries(message.headers ?? {}).filter(
+      ([name]) => name.startsWith("syncgov.error.") || name.startsWith("syncgov.source."),
+    ),
+  );
+  const headersOnly: Message = {
+    key: message.key ?? null,
+    value: null,
+    headers: { ...own, [VALUE_OMITTED_HEADER]: note },
+  };
+  // A key of a megabyte: the origin headers alone still say where the message is.
+  return fits(headersOnly) ? headersOnly : { ...headersOnly, key: null };
+}
+
+/** The dead letter of a row whose buffer record exceeded the buffer topic's limit. */
+export function oversizedRowMessage(
+  row: { readonly key: string; readonly row: Row } & Partial<
+    Pick<MessageOrigin, "topic" | "partition" | "offset">
+  >,
+  sizes: { readonly bytes: number; readonly limitBytes: number; readonly topic: string },
+): Message {
+  const headers: IHeaders = {
+    [DEAD_LETTER_HEADERS.reason]: "RecordTooLarge" satisfies DeadLetterReason,
+    [DEAD_LETTER_HEADERS.message]: `the row's record is ${sizes.bytes} bytes; buffer topic ${sizes.topic} takes at most ${sizes.limitBytes} (max.message.bytes)`,
+  };
+  if (row.topic !== undefined && row.partition !== undefined && row.offset !== undefined) {
+    headers[DEAD_LETTER_HEADERS.topic] = row.topic;
+    headers[DEAD_LETTER_HEADERS.partition] = String(row.partition);
+    headers[DEAD_LETTER_HEADERS.offset] = row.offset;
+  }
+  return { key: row.key, value: JSON.stringify(row.row), headers };
 }
 
 export interface DeadLetterInfo {

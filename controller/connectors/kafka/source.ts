@@ -51,9 +51,10 @@ import { type Logger, logger as rootLogger } from "../../telemetry/logger.ts";
 import type { PreparedCopy } from "../postgres/copy-text.ts";
 import type { Row, RowSchema } from "../record.ts";
 import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
-import { deadLetterMessage, decodeMessage } from "./dead-letter.ts";
+import { deadLetterMessage, decodeMessage, fitDeadLetter } from "./dead-letter.ts";
 import type { DecodedMessages, MessageDecoder } from "./decoder.ts";
 import { BatchKeepAlive, errorSummary, sleep } from "./keep-alive.ts";
+import { fitsAlone, groupWithin, sendGroups, TopicLimit, topicMessageLimit } from "./limits.ts";
 
 /** A row and the Kafka key it travelled under (the key decides its partition, hence its order). */
 export interface KeyedRow {
@@ -217,6 +218,8 @@ export class KafkaSource {
   readonly #owned: Set<number>[] = [];
   #producer: Producer | undefined;
   #deadLetterReady: Promise<void> = Promise.resolve();
+  /** The dead-letter topic's max.message.bytes, read from the cluster (./limits.ts). */
+  readonly #deadLetterLimit: TopicLimit;
   #starting: Promise<void> | undefined;
   #state: KafkaSourceState = "new";
   #failure: string | undefined;
@@ -234,6 +237,24 @@ export class KafkaSource {
     if (this.deadLetterTopic === this.topic)
       throw new Error("the dead-letter topic must differ from the source topic");
     if (options.groupId.length === 0) throw new Error("groupId must not be empty");
+    this.#deadLetterLimit = new TopicLimit(async () => {
+      const admin = options.kafka.admin();
+      await admin.connect();
+      try {
+        const limit = await topicMessageLimit(admin, this.deadLetterTopic);
+        if (!limit.fromCluster)
+          this.#log.warn(
+            {
+              limitBytes: limit.bytes,
+              error: limit.error === undefined ? undefined : errorSummary(limit.error),
+            },
+            "could not read the dead-letter topic's max.message.bytes; assuming Kafka's default",
+          );
+        return limit.bytes;
+      } finally {
+        await admin.disconnect();
+      }
+    });
     this.groupId = options.groupId;
     this.#maxRows = options.maxRowsPerSink ?? 500;
     if (!Number.isInteger(this.#maxRows) || this.#maxRows < 1) {
@@ -563,7 +584,7 @@ export class KafkaSource {
       if (chunk.deadLetters.length > 0) {
         await this.#deadLetterReady;
         const sent = await this.#attempt("dead-letter", keepAlive, payload, () =>
-          this.#producer!.send({ topic: this.deadLetterTopic, acks: -1, messages: chunk.deadLetters }),
+          this.#sendDeadLetters(chunk.deadLetters),
         );
         if (!sent.ok) return false;
       }
@@ -594,6 +615,45 @@ export class KafkaSource {
     }
     await payload.heartbeat();
     return true;
+  }
+
+  /**
+   * Sets messages aside in the dead-letter topic, in order, and resolves once all in-sync replicas
+   * have them: the sink's way to set aside rows it cannot put anywhere else (a row too large for the
+   * buffer topic). The caller counts them. Waits for the dead-letter side to be ready.
+   */
+  async setAside(messages: readonly Message[]): Promise<void> {
+    if (messages.length === 0) return;
+    await this.#deadLetterReady;
+    await this.#sendDeadLetters(messages);
+  }
+
+  /**
+   * Produces dead letters in as many calls as the topic's size limit asks; one too large alone goes
+   * without its value (dead-letter.ts fitDeadLetter).
+   */
+  async #sendDeadLetters(messages: readonly Message[]): Promise<void> {
+    const limitBytes = await this.#deadLetterLimit.get();
+    const { groups, oversized } = groupWithin(messages, limitBytes);
+    const trimmed = new Map(
+      oversized.map((o) => [
+        o.index,
+        fitDeadLetter(o.message, (m) => fitsAlone(m, limitBytes), { bytes: o.bytes, limitBytes }),
+      ]),
+    );
+    const fitted =
+      trimmed.size === 0
+        ? groups
+        : groupWithin(
+            messages.map((m, i) => trimmed.get(i) ?? m),
+            limitBytes,
+          ).groups;
+    try {
+      await sendGroups(this.#producer!, this.deadLetterTopic, fitted);
+    } catch (error) {
+      this.#deadLetterLimit.forgetOn(error);
+      throw error;
+    }
   }
 
   /** Commits the partition's offset past the last chunk taken, unless that is committed already. */
