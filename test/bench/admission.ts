@@ -245,8 +245,12 @@ export async function run(): Promise<void> {
         decisions_per_s: round(decisionsPerSecond, 1),
         raw_patches_per_s: round(rawPerSecond, 1),
         ratio: round(ratio, 3),
+        admitted,
+        max_runs_global: globalLimit,
       }),
     );
+    // Over- or under-admitting is a wrong decision, not a slow one: the bench fails.
+    if (!ok) process.exitCode = 1;
   } finally {
     if (controller) await stopProcess(controller, 30_000);
     await env.stop();

@@ -5,6 +5,7 @@ import {
   countRunningRuns,
   deepFreeze,
   type IndexDefinition,
+  indexKeysOf,
   Registry,
   type RegistryEntry,
   type RegistryEvent,
@@ -12,6 +13,7 @@ import {
 } from "../../controller/registry/index.ts";
 import {
   type Contender,
+  integerOption,
   opsPerSecond,
   retainedMegabytes,
   seededRandom,
@@ -54,6 +56,16 @@ interface BenchEntry extends RegistryEntry {
 }
 
 const SIZES = [1_000, 10_000, 100_000] as const;
+/** `--sizes 1000,5000` measures other sizes (the suite's small correctness run); the targets need the defaults. */
+const sizesOption = (): readonly number[] => {
+  const at = process.argv.findIndex((a) => a === "--sizes" || a.startsWith("--sizes="));
+  if (at < 0) return SIZES;
+  const text = process.argv[at]!.includes("=") ? process.argv[at]!.slice(8) : (process.argv[at + 1] ?? "");
+  const sizes = text.split(",").map(Number);
+  if (sizes.length === 0 || sizes.some((n) => !Number.isInteger(n) || n < 1))
+    throw new Error(`--sizes needs whole numbers separated by commas, not ${text}`);
+  return sizes;
+};
 const BATCH_SIZE = 100;
 const PHASES = ["Pending", "Running", "Succeeded"] as const;
 
@@ -112,6 +124,8 @@ interface Contestant {
   singleCommits?(work: Workload, n: number): number | Promise<number>;
   batchCommits?(work: Workload, n: number): number | Promise<number>;
   snapshots?(n: number): number | Promise<number>;
+  /** After the timed work: what is wrong with the contestant's state, if anything. */
+  verify?(size: number): string | undefined;
 }
 
 /** The obvious lock: a promise chain; `run` waits for every earlier holder. */
@@ -169,6 +183,22 @@ function registryContestant(name: string, indexes: IndexDefinition<BenchEntry>[]
       let sum = 0;
       for (let i = 0; i < n; i++) sum += registry.snapshot().version;
       return sum;
+    },
+    // Every update lands on an existing key: the size holds, and each derived index's counts equal a
+    // recount over the entries the snapshot holds after all the timed commits.
+    verify(size) {
+      const snapshot = registry.snapshot();
+      if (snapshot.size !== size) return `${snapshot.size} entries after the writes, not ${size}`;
+      for (const index of indexes) {
+        const recount = new Map<string, number>();
+        for (const kind of ["SyncJob", "SyncRun"])
+          for (const entry of snapshot.ofKind(kind))
+            for (const key of indexKeysOf(index, entry)) recount.set(key, (recount.get(key) ?? 0) + 1);
+        const counted = new Map([...snapshot.counts(index.name)].filter(([, n]) => n !== 0));
+        if (JSON.stringify([...counted].sort()) !== JSON.stringify([...recount].sort()))
+          return `index ${index.name} disagrees with a recount of the entries`;
+      }
+      return undefined;
     },
   };
 }
@@ -480,6 +510,9 @@ interface SizeResult {
   readonly snapshots: Map<string, number>;
 }
 
+/** Timing rounds: `--round-ms` and `--rounds` shorten a correctness run; the figures want the defaults. */
+const timing = () => ({ roundMs: integerOption("round-ms", 150), rounds: integerOption("rounds", 5) });
+
 async function measureSize(size: number): Promise<SizeResult> {
   const entries = Array.from({ length: size }, (_, i) => entryAt(i, 1, PHASES[i % 3]!));
   // Lookup keys are fresh strings equal to the stored ones, in a random order.
@@ -512,6 +545,7 @@ async function measureSize(size: number): Promise<SizeResult> {
         return found;
       },
     })),
+    timing(),
   );
   const work = new Workload(size);
   const contenders = (pick: (c: Contestant) => Contender["body"] | undefined): Contender[] =>
@@ -521,9 +555,20 @@ async function measureSize(size: number): Promise<SizeResult> {
     });
   const singles = await opsPerSecond(
     contenders((c) => c.singleCommits && ((n) => c.singleCommits!(work, n))),
+    timing(),
   );
-  const batches = await opsPerSecond(contenders((c) => c.batchCommits && ((n) => c.batchCommits!(work, n))));
-  const snapshots = await opsPerSecond(contenders((c) => c.snapshots && ((n) => c.snapshots!(n))));
+  const batches = await opsPerSecond(
+    contenders((c) => c.batchCommits && ((n) => c.batchCommits!(work, n))),
+    timing(),
+  );
+  const snapshots = await opsPerSecond(
+    contenders((c) => c.snapshots && ((n) => c.snapshots!(n))),
+    timing(),
+  );
+  for (const c of contestants) {
+    const wrong = c.verify?.(size);
+    if (wrong) throw new Error(`${c.name} at ${size} entries: ${wrong}`);
+  }
   return { size, megabytes, reads, singles, batches, snapshots };
 }
 
@@ -534,7 +579,8 @@ const fixed = (value: number | undefined, digits: number) =>
 export async function run(): Promise<void> {
   const started = performance.now();
   const results: SizeResult[] = [];
-  for (const size of SIZES) {
+  const sizes = sizesOption();
+  for (const size of sizes) {
     console.error(`registry bench: ${size.toLocaleString("en-US")} entries...`);
     results.push(await measureSize(size));
   }
@@ -566,6 +612,11 @@ export async function run(): Promise<void> {
       rows,
     ),
   );
+  if (sizes !== SIZES) {
+    // A correctness run at other sizes: every read found its key and every registry verified.
+    console.log(JSON.stringify({ bench: "registry", sizes, verified: true }));
+    return;
+  }
   const at = (size: number) => results.find((r) => r.size === size)!;
   const big = at(100_000);
   const small = at(1_000);

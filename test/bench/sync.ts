@@ -10,7 +10,7 @@ import { SyncJobSpec } from "../../controller/api/syncjob.ts";
 import { SyncRunSpec } from "../../controller/api/syncrun.ts";
 import { connectKafka, ensureTopic, jobConsumerGroup } from "../../controller/connectors/kafka/cluster.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
-import { defineRowSchema, type Row } from "../../controller/connectors/record.ts";
+import { defineRowSchema, parseRecord, type Row } from "../../controller/connectors/record.ts";
 import { executeRun, type RunInput, type RunResult } from "../../controller/runner/run.ts";
 import {
   createStreamRunner,
@@ -18,6 +18,8 @@ import {
   DEFAULT_MAX_ROWS_PER_CHUNK,
 } from "../../controller/runner/stream.ts";
 import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
+import { checksumRows, sameChecksum, type TableChecksum } from "../../controller/validation/checksum.ts";
+import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
 import {
   cpuByProgram,
@@ -95,6 +97,42 @@ function orderRow(i: number): OrderRow {
     quantity: i % 1000,
     updated_at: new Date(EPOCH_MS + i * 1000).toISOString(),
   };
+}
+
+const ORDER_SCHEMA = defineRowSchema(
+  [
+    { name: "id", type: "bigint" },
+    { name: "name", type: "text" },
+    { name: "category", type: "text" },
+    { name: "amount", type: "numeric" },
+    { name: "quantity", type: "integer" },
+    { name: "updated_at", type: "timestamp" },
+  ],
+  ["id"],
+);
+
+/**
+ * What a table must hold after a path ran: every one of the `records` rows, value for value. Paths
+ * are checked against the checksum of orderRow(1..records) in canonical form, computed in the
+ * database over the table (controller/validation), so a speed change cannot trade rows for rate.
+ */
+async function expectAllRows(pool: pg.Pool, table: string, expected: TableChecksum, what: string) {
+  const found = await postgresTableChecksum(pool, table, ORDER_SCHEMA.columns);
+  if (!sameChecksum(found, expected))
+    throw new Error(
+      `${what} left ${found.rowCount} rows (checksum ${found.sum}); the source has ${expected.rowCount} (${expected.sum})`,
+    );
+}
+
+function sourceChecksum(records: number): TableChecksum {
+  function* rows() {
+    for (let i = 1; i <= records; i++) {
+      const parsed = parseRecord(ORDER_SCHEMA, orderRow(i));
+      if (!parsed.ok) throw new Error(`order ${i} does not parse: ${parsed.message}`);
+      yield parsed.row;
+    }
+  }
+  return checksumRows(ORDER_SCHEMA.columns, rows());
 }
 
 /** The same rows in SQL, for the table → table source. */
@@ -394,17 +432,7 @@ async function rawCopy(pool: pg.Pool, target: string, records: number): Promise<
  * at once. Not a ceiling of the ratio; it tells how much of the gap the target's writes explain.
  */
 async function targetAlone(pool: pg.Pool, target: string, records: number): Promise<Measured> {
-  const schema = defineRowSchema(
-    [
-      { name: "id", type: "bigint" },
-      { name: "name", type: "text" },
-      { name: "category", type: "text" },
-      { name: "amount", type: "numeric" },
-      { name: "quantity", type: "integer" },
-      { name: "updated_at", type: "timestamp" },
-    ],
-    ["id"],
-  );
+  const schema = ORDER_SCHEMA;
   const writer = new PostgresTarget(pool, { table: target, schema, batchSize: STREAM_CHUNK_ROWS });
   const chunks: Row[][] = [];
   for (let first = 1; first <= records; first += STREAM_CHUNK_ROWS) {
@@ -522,6 +550,7 @@ export async function run(): Promise<void> {
     // rounds: on a shared machine the speed drifts, and a ratio of two single runs made at different
     // moments carries that drift twice.
     const byRound: { stream: Measured; consume: Measured; insert: Measured; copy: Measured }[] = [];
+    let expected: TableChecksum | undefined;
     for (let round = 1; round <= rounds; round++) {
       const names = roundTables(round);
       for (const name of Object.values(names)) {
@@ -535,12 +564,13 @@ export async function run(): Promise<void> {
       const consume = await withCpu(() => rawConsume(kafka, topic, records));
       const insert = await withCpu(() => rawInsert(pool, names.insert, records));
       const copy = await withCpu(() => rawCopy(pool, names.copy, records));
+      expected ??= sourceChecksum(records);
       for (const [m, name] of [
+        [stream, names.stream],
         [insert, names.insert],
         [copy, names.copy],
       ] as const) {
-        const n = await countRows(pool, name);
-        if (n !== records) throw new Error(`${m.name} left ${n} of ${records} rows`);
+        await expectAllRows(pool, name, expected, `${m.name} (round ${round})`);
       }
       for (const name of Object.values(names)) await pool.query(`DROP TABLE ${quoteTable(name)}`);
       byRound.push({ stream, consume, insert, copy });
@@ -556,8 +586,8 @@ export async function run(): Promise<void> {
     await pool.query(`VACUUM ANALYZE ${quoteTable(tables.source)}`);
     const batch = await withCpu(() => tableToTable(env, tables.source, tables.copied, records, log));
 
-    const upsertedRows = await countRows(pool, tables.upserted);
-    if (upsertedRows !== records) throw new Error(`${upserted.name} left ${upsertedRows} of ${records} rows`);
+    await expectAllRows(pool, tables.upserted, expected!, upserted.name);
+    await expectAllRows(pool, tables.copied, expected!, batch.name);
     const rawWrite = fasterWrite(insert, copy);
     const ceiling = ceilingOf(consume, insert, copy);
     const measured = [stream, batch, consume, insert, copy, upserted];
