@@ -7,28 +7,33 @@ import type { SyncJob } from "./api/syncjob.ts";
 import type { SyncPolicy } from "./api/syncpolicy.ts";
 import type { SyncRunStatus } from "./api/syncrun.ts";
 import { validateSyncPolicy } from "./api/validate.ts";
+import {
+  keyOf,
+  newRegistry,
+  type StoredKind,
+  type StoredObject,
+  type SyncRegistry,
+  stored,
+} from "./cache/objects.ts";
 import { serverPort, startHttpServer } from "./http/server.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { Informer } from "./kube/informer.ts";
 import { LeaderElector } from "./kube/leader.ts";
 import { controllerReference } from "./kube/ownership.ts";
-import { describeApiError, isNotFound, type ResourceType, statusCodeOf } from "./kube/resource.ts";
+import {
+  describeApiError,
+  isNotFound,
+  NAMESPACES,
+  type ResourceType,
+  SYNCJOBS,
+  SYNCPOLICIES,
+  SYNCRUNS,
+  statusCodeOf,
+} from "./kube/resource.ts";
 import { kubeTime, patchStatus, setCondition } from "./kube/status.ts";
 import type { NamedPolicy, NamespaceSubject } from "./policy/effective.ts";
 import { ruleCompileErrors } from "./policy/policy-files.ts";
 import { type ReconcileResult, WorkQueue } from "./queue/workqueue.ts";
-import {
-  keyOf,
-  NAMESPACES,
-  newRegistry,
-  type StoredKind,
-  type StoredObject,
-  SYNCJOBS,
-  SYNCPOLICIES,
-  SYNCRUNS,
-  type SyncRegistry,
-  stored,
-} from "./reconcile/objects.ts";
 import {
   decideJob,
   type JobDecision,

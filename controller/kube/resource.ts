@@ -6,6 +6,7 @@ import {
   type RequestContext,
   type ResponseContext,
 } from "@kubernetes/client-node";
+import { GROUP, VERSION } from "../api/common.ts";
 
 /** A resource type as the API server serves it: `/api/v1/...` for the core group, `/apis/g/v/...` else. */
 export interface ResourceType {
@@ -16,6 +17,27 @@ export interface ResourceType {
   plural: string;
   namespaced: boolean;
 }
+
+/** The resources the controller and the runner read and write. */
+export const SYNCJOBS: ResourceType = {
+  group: GROUP,
+  version: VERSION,
+  plural: "syncjobs",
+  namespaced: true,
+};
+export const SYNCRUNS: ResourceType = {
+  group: GROUP,
+  version: VERSION,
+  plural: "syncruns",
+  namespaced: true,
+};
+export const SYNCPOLICIES: ResourceType = {
+  group: GROUP,
+  version: VERSION,
+  plural: "syncpolicies",
+  namespaced: false,
+};
+export const NAMESPACES: ResourceType = { group: "", version: "v1", plural: "namespaces", namespaced: false };
 
 export function apiVersionOf(type: ResourceType): string {
   return type.group === "" ? type.version : `${type.group}/${type.version}`;

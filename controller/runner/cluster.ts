@@ -25,12 +25,18 @@ import { SyncPolicySpec } from "../api/syncpolicy.ts";
 import type { RunPhase, SyncRunStatus } from "../api/syncrun.ts";
 import { describeErrors, validateSyncJob, validateSyncRun } from "../api/validate.ts";
 import { type EventRecord, EventRecorder } from "../kube/events.ts";
-import { describeApiError, isNotFound, statusCodeOf } from "../kube/resource.ts";
+import {
+  describeApiError,
+  isNotFound,
+  SYNCJOBS,
+  SYNCPOLICIES,
+  SYNCRUNS,
+  statusCodeOf,
+} from "../kube/resource.ts";
 import { kubeTime, patchStatus, setCondition } from "../kube/status.ts";
 import { isUuidV7, uuidv7 } from "../lineage/uuid.ts";
 import type { MaskingRequirement } from "../masking/masking.ts";
 import { type JobSubject, policyMatches } from "../policy/effective.ts";
-import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../reconcile/objects.ts";
 import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
 import { shadowFillRunInput, specWritingTo } from "../shadow/fill.ts";
 import { writeTableOf } from "../shadow/state.ts";

@@ -28,8 +28,7 @@ import {
 } from "@kubernetes/client-node";
 import type { SyncJobSpec } from "../api/syncjob.ts";
 import { controllerOf, withControllerReference } from "../kube/ownership.ts";
-import { describeApiError, isConflict, isNotFound } from "../kube/resource.ts";
-import { SYNCJOBS, SYNCRUNS } from "../reconcile/objects.ts";
+import { describeApiError, isConflict, isNotFound, SYNCJOBS, SYNCRUNS } from "../kube/resource.ts";
 import { type RunRef, runSyncRun } from "./cluster.ts";
 import type { LineageSink } from "./lineage.ts";
 import type { RunLogger, StreamRunner } from "./run.ts";

@@ -1,6 +1,6 @@
 import type { SyncJob } from "../api/syncjob.ts";
+import { holdsSlot, type StoredObject } from "../cache/objects.ts";
 import type { EffectivePolicy } from "../policy/effective.ts";
-import { holdsSlot, type StoredObject } from "../reconcile/objects.ts";
 import type { RegistryView } from "../registry/registry.ts";
 import type { AdmissionInput, PendingRun } from "./admission.ts";
 import { outsideBatchWindows } from "./windows.ts";

@@ -13,8 +13,8 @@ import {
 } from "@kubernetes/client-node";
 import { GROUP, VERSION } from "../../controller/api/common.ts";
 import { applyManifests, readManifests } from "../../controller/kube/apply.ts";
+import { SYNCRUNS } from "../../controller/kube/resource.ts";
 import { kubeTime, patchStatus } from "../../controller/kube/status.ts";
-import { SYNCRUNS } from "../../controller/reconcile/objects.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
 import { freePort, stopProcess } from "../env/services/process.ts";
 import { integerOption, machineBusySeconds, ownCpuSeconds, processCpuSeconds, table } from "./measure.ts";

@@ -18,7 +18,7 @@ import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import type { SyncRunStatus } from "../../controller/api/syncrun.ts";
 import type { Column } from "../../controller/connectors/record.ts";
-import { SYNCPOLICIES, SYNCRUNS } from "../../controller/reconcile/objects.ts";
+import { SYNCPOLICIES, SYNCRUNS } from "../../controller/kube/resource.ts";
 import { MASKING_SALT_ANNOTATION, type RunRef } from "../../controller/runner/cluster.ts";
 import {
   ChildProcessExecutor,

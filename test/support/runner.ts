@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll } from "vitest";
 import type { SyncRunSpec, SyncRunStatus } from "../../controller/api/syncrun.ts";
 import { ensureTopic, jobConsumerGroup, produceJson } from "../../controller/connectors/kafka/cluster.ts";
-import { SYNCJOBS, SYNCRUNS } from "../../controller/reconcile/objects.ts";
+import { SYNCJOBS, SYNCRUNS } from "../../controller/kube/resource.ts";
 import {
   type ClusterRunOptions,
   type ClusterRunOutcome,

@@ -1,28 +1,11 @@
+/**
+ * The controller's model of the cluster in the registry (as Kueue's cache): each object the
+ * informers deliver is stored with the few fields the indexes and the scheduler read, and the
+ * registry keeps the derived indexes (runs by kind and phase, slots per namespace and target).
+ */
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { GROUP, VERSION } from "../api/common.ts";
-import type { ResourceType } from "../kube/resource.ts";
 import { countByKindAndPhase, countRunningRuns } from "../registry/indexes.ts";
 import { type IndexDefinition, Registry, type RegistryEntry, registryKey } from "../registry/registry.ts";
-
-export const SYNCJOBS: ResourceType = {
-  group: GROUP,
-  version: VERSION,
-  plural: "syncjobs",
-  namespaced: true,
-};
-export const SYNCRUNS: ResourceType = {
-  group: GROUP,
-  version: VERSION,
-  plural: "syncruns",
-  namespaced: true,
-};
-export const SYNCPOLICIES: ResourceType = {
-  group: GROUP,
-  version: VERSION,
-  plural: "syncpolicies",
-  namespaced: false,
-};
-export const NAMESPACES: ResourceType = { group: "", version: "v1", plural: "namespaces", namespaced: false };
 
 export type StoredKind = "SyncJob" | "SyncRun" | "SyncPolicy" | "Namespace";
 
