@@ -4,6 +4,7 @@
  * registry keeps the derived indexes (runs by kind and phase, slots per namespace and target).
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
+import { isActivePhase } from "../api/phases.ts";
 import { countByKindAndPhase, countRunningRuns } from "../registry/indexes.ts";
 import { type IndexDefinition, Registry, type RegistryEntry, registryKey } from "../registry/registry.ts";
 
@@ -27,9 +28,6 @@ export interface StoredObject extends RegistryEntry {
   readonly jobName?: string | undefined;
   readonly runType?: string | undefined;
 }
-
-/** Run phases that hold a concurrency slot. */
-export const ACTIVE_RUN_PHASES: ReadonlySet<string> = new Set(["Running"]);
 
 export function stored(kind: StoredKind, object: KubernetesObject): StoredObject {
   const status = (object as { status?: { phase?: string; target?: string } }).status;
@@ -58,12 +56,7 @@ export function keyOf(kind: StoredKind, namespace: string | undefined, name: str
  * scheduled compare can run beside its stream).
  */
 export function holdsSlot(e: StoredObject): boolean {
-  return (
-    e.kind === "SyncRun" &&
-    e.phase !== undefined &&
-    ACTIVE_RUN_PHASES.has(e.phase) &&
-    e.runType !== "Realtime"
-  );
+  return e.kind === "SyncRun" && isActivePhase(e.phase) && e.runType !== "Realtime";
 }
 
 export const REGISTRY_INDEXES: readonly IndexDefinition<StoredObject>[] = [

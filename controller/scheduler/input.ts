@@ -1,3 +1,4 @@
+import { isWaitingPhase } from "../api/phases.ts";
 import type { SyncJob } from "../api/syncjob.ts";
 import { holdsSlot, type StoredObject } from "../cache/objects.ts";
 import type { EffectivePolicy } from "../policy/effective.ts";
@@ -14,10 +15,8 @@ export interface JobAdmission {
   refusal?: string | undefined;
 }
 
-export const WAITING_PHASES: ReadonlySet<string> = new Set(["Pending", "Queued"]);
-
 export function isWaiting(e: StoredObject): boolean {
-  return e.kind === "SyncRun" && (e.phase === undefined || WAITING_PHASES.has(e.phase));
+  return e.kind === "SyncRun" && isWaitingPhase(e.phase);
 }
 
 /** The identity of a job's target for the per-target limit: same connection Secret and table. */

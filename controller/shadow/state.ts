@@ -35,6 +35,7 @@
  *   event, never remembered: a person approves a shadow table they could have reviewed.
  */
 
+import { isFinishedPhase } from "../api/phases.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { type ConditionUpdate, kubeTime } from "../kube/status.ts";
 import { fillRunName, isRetiredTableOf, retiredAtOf, retiredTableName, shadowTableName } from "./names.ts";
@@ -151,7 +152,6 @@ export interface ShadowDecision {
   readonly requeueAfterMs?: number | undefined;
 }
 
-const FINISHED_UNSUCCESSFULLY: ReadonlySet<string> = new Set(["Failed", "Cancelled", "Skipped"]);
 const FILL_RETRY_BASE_MS = 30_000;
 const FILL_RETRY_MAX_MS = 600_000;
 
@@ -426,7 +426,7 @@ export function decideShadow(input: ShadowInput): ShadowDecision {
               note: `Run ${run} filled shadow table ${table}${observed.message ? ` (${observed.message.replace(/\.$/, "")})` : ""}. Review it, then approve the swap: syncgov approve ${jobRef}.`,
             },
           );
-        } else if (observed.phase !== undefined && FINISHED_UNSUCCESSFULLY.has(observed.phase)) {
+        } else if (isFinishedPhase(observed.phase)) {
           const finished = Date.parse(observed.completionTime ?? "");
           const due = (Number.isNaN(finished) ? now.getTime() : finished) + fillRetryDelayMs(attempt);
           if (due <= now.getTime()) {

@@ -1,0 +1,34 @@
+/**
+ * The one definition of what a SyncRun's phase means to the controller, the scheduler and the
+ * runner. Lifecycle (docs/architecture.md): Pending (created, no decision yet) → Queued (waiting for a
+ * slot or a window) → Running (admitted; holds a slot unless it is a Realtime session) → Succeeded,
+ * Failed, Cancelled or Skipped, which are terminal: a finished run never runs again.
+ */
+
+import type { RunPhase } from "./syncrun.ts";
+
+/** Terminal phases: the run is over and only its status remains (until TTL or history limits). */
+export const FINISHED_RUN_PHASES: ReadonlySet<string> = new Set<RunPhase>([
+  "Succeeded",
+  "Failed",
+  "Cancelled",
+  "Skipped",
+]);
+
+/** Phases in which the run executes (and, unless it is a Realtime session, holds a concurrency slot). */
+export const ACTIVE_RUN_PHASES: ReadonlySet<string> = new Set<RunPhase>(["Running"]);
+
+/** Phases of a run waiting for admission; a run without a phase yet waits too. */
+export const WAITING_RUN_PHASES: ReadonlySet<string> = new Set<RunPhase>(["Pending", "Queued"]);
+
+export function isFinishedPhase(phase: string | undefined): boolean {
+  return phase !== undefined && FINISHED_RUN_PHASES.has(phase);
+}
+
+export function isActivePhase(phase: string | undefined): boolean {
+  return phase !== undefined && ACTIVE_RUN_PHASES.has(phase);
+}
+
+export function isWaitingPhase(phase: string | undefined): boolean {
+  return phase === undefined || WAITING_RUN_PHASES.has(phase);
+}
