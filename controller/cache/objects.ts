@@ -5,6 +5,7 @@
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { isActivePhase } from "../api/phases.ts";
+import type { SyncRunStatus } from "../api/syncrun.ts";
 import { countByKindAndPhase, countRunningRuns } from "../registry/indexes.ts";
 import { type IndexDefinition, Registry, type RegistryEntry, registryKey } from "../registry/registry.ts";
 
@@ -72,3 +73,22 @@ export function newRegistry(options: { tombstoneTtlMs?: number } = {}): Registry
 }
 
 export type SyncRegistry = Registry<StoredObject>;
+
+/** What the job reconciler reads of each of a job's runs (ClusterCache.runsOf). */
+export interface RunSummary {
+  name: string;
+  phase: string | undefined;
+  type: string | undefined;
+  createdAt: number;
+  completionTime?: string | undefined;
+  /** The run's validation result, when it validated. */
+  validation?: SyncRunStatus["validation"];
+  /** A realtime session's breaker, as the runner reports it. */
+  breaker?: {
+    state?: string;
+    slowCallRate?: number;
+    failureRate?: number;
+    bufferedRecords?: number;
+    lastTransitionTime?: string;
+  };
+}

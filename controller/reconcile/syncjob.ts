@@ -1,17 +1,11 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Condition } from "../api/common.ts";
 import { isActivePhase, isFinishedPhase, isWaitingPhase } from "../api/phases.ts";
-import { semanticErrors } from "../api/semantics.ts";
 import type { SyncJob, SyncJobStatus } from "../api/syncjob.ts";
-import { type FieldError, validateSyncJob } from "../api/validate.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { kubeTime } from "../kube/status.ts";
-import {
-  type EffectivePolicy,
-  effectivePolicy,
-  type NamedPolicy,
-  type NamespaceSubject,
-} from "../policy/effective.ts";
+import type { EffectivePolicy, NamedPolicy, NamespaceSubject } from "../policy/effective.ts";
+import { type JobPolicyView, jobPolicyView } from "../policy/job-view.ts";
 import { decideShadow, type ShadowDecision, type ShadowStatus } from "../shadow/state.ts";
 import { decideCleanup } from "./job/cleanup.ts";
 import { ConditionLedger } from "./job/ledger.ts";
@@ -26,6 +20,7 @@ import {
 } from "./job/triggers.ts";
 import { byAge, type NewRun, type RunSummary } from "./job/types.ts";
 
+export { type JobPolicyView, jobPolicyView } from "../policy/job-view.ts";
 export { VALIDATED } from "./job/mirror.ts";
 export { POLICY_COMPLIANT, VALID } from "./job/policy.ts";
 export { RUN_NOW_ANNOTATION } from "./job/triggers.ts";
@@ -57,40 +52,6 @@ export interface JobInput {
   now: Date;
   /** jobPolicyView of this object, policies and namespace, when the caller has it already. */
   view?: JobPolicyView;
-}
-
-/**
- * What the spec and the matching policies make of a job, apart from time and runs: the parsed job
- * and its effective policy, or the spec's errors. The admission scheduler needs only this, and it
- * changes only with the object, the policies or the namespace, so callers may keep it per object.
- */
-export interface JobPolicyView {
-  readonly job?: SyncJob;
-  readonly errors: FieldError[];
-  readonly effective?: EffectivePolicy;
-}
-
-export function jobPolicyView(
-  object: KubernetesObject,
-  policies: readonly NamedPolicy[],
-  namespace: NamespaceSubject,
-): JobPolicyView {
-  const parsed = validateSyncJob(object);
-  const errors = parsed.ok ? semanticErrors(parsed.value.spec) : parsed.errors;
-  if (!parsed.ok || errors.length > 0) return { errors };
-  const job = parsed.value;
-  const effective = effectivePolicy(
-    policies,
-    {
-      namespace: object.metadata?.namespace ?? "",
-      name: object.metadata?.name ?? "",
-      labels: object.metadata?.labels ?? {},
-      spec: job.spec,
-      object,
-    },
-    namespace,
-  );
-  return { job, errors, effective };
 }
 
 /**

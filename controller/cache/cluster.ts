@@ -1,0 +1,135 @@
+/**
+ * The controller's read side: the registry of every object the informers deliver (one consistent
+ * snapshot per read, docs/architecture.md), plus what the reconcilers derive from it per object and
+ * keep while its inputs stay the same — a job's runs, the parsed SyncPolicies, a namespace's labels,
+ * a job's policy view. Writers are the informers' batches and the controllers' own writes (apply),
+ * which go in before their watch events arrive so that the next reconcile of a key does not decide
+ * on the status it just replaced.
+ */
+
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { SyncPolicy } from "../api/syncpolicy.ts";
+import type { SyncRunStatus } from "../api/syncrun.ts";
+import { validateSyncPolicy } from "../api/validate.ts";
+import type { NamedPolicy, NamespaceSubject } from "../policy/effective.ts";
+import { type JobPolicyView, jobPolicyView } from "../policy/job-view.ts";
+import type { RegistryEvent, RegistrySnapshot } from "../registry/registry.ts";
+import {
+  keyOf,
+  newRegistry,
+  type RunSummary,
+  type StoredKind,
+  type StoredObject,
+  type SyncRegistry,
+  stored,
+} from "./objects.ts";
+
+export class ClusterCache {
+  readonly registry: SyncRegistry;
+  /** SyncRun keys by "namespace/job", kept in the same synchronous step as each registry commit. */
+  readonly #runsByJob = new Map<string, Set<string>>();
+  readonly #policyCache = new Map<string, { rv: string | undefined; policy: NamedPolicy | undefined }>();
+  readonly #jobViews = new WeakMap<
+    object,
+    { policies: readonly NamedPolicy[]; labels: string; view: JobPolicyView }
+  >();
+
+  constructor(registry: SyncRegistry = newRegistry()) {
+    this.registry = registry;
+  }
+
+  snapshot(): RegistrySnapshot<StoredObject> {
+    return this.registry.snapshot();
+  }
+
+  /** Commits events to the registry as one version and keeps the runs-by-job lookup in step. */
+  apply(events: readonly RegistryEvent<StoredObject>[]): void {
+    this.registry.applyBatch([...events]);
+    for (const { type, object: e } of events) {
+      if (e.kind !== "SyncRun" || !e.jobName) continue;
+      const job = `${e.namespace}/${e.jobName}`;
+      const key = keyOf("SyncRun", e.namespace, e.name);
+      let runs = this.#runsByJob.get(job);
+      if (type === "DELETED") {
+        runs?.delete(key);
+        if (runs?.size === 0) this.#runsByJob.delete(job);
+      } else {
+        if (!runs) {
+          runs = new Set();
+          this.#runsByJob.set(job, runs);
+        }
+        runs.add(key);
+      }
+    }
+  }
+
+  /** Stores an object the controller itself just wrote (created or patched). */
+  wrote(kind: StoredKind, object: KubernetesObject, type: "ADDED" | "MODIFIED" = "MODIFIED"): void {
+    this.apply([{ type, object: stored(kind, object) }]);
+  }
+
+  /** The job's runs as the job deciders read them, from one snapshot. */
+  runsOf(namespace: string, job: string): RunSummary[] {
+    const snap = this.snapshot();
+    return [...(this.#runsByJob.get(`${namespace}/${job}`) ?? [])]
+      .map((key) => snap.get(key))
+      .filter((r): r is StoredObject => r !== undefined && r.jobName === job)
+      .map((r) => {
+        const status = (r.object as { status?: SyncRunStatus & { breaker?: RunSummary["breaker"] } }).status;
+        return {
+          name: r.name,
+          phase: r.phase,
+          type: r.runType,
+          createdAt: Date.parse(String(r.object.metadata?.creationTimestamp ?? "")) || 0,
+          completionTime: status?.completionTime,
+          validation: status?.validation,
+          breaker: status?.breaker,
+        };
+      });
+  }
+
+  /** SyncPolicies of the snapshot, parsed once per resourceVersion; invalid ones are left out. */
+  policies(): NamedPolicy[] {
+    const out: NamedPolicy[] = [];
+    for (const e of this.snapshot().ofKind("SyncPolicy")) {
+      const cached = this.#policyCache.get(e.name);
+      if (cached && cached.rv === e.resourceVersion) {
+        if (cached.policy) out.push(cached.policy);
+        continue;
+      }
+      const parsed = validateSyncPolicy(e.object);
+      const policy = parsed.ok ? { name: e.name, spec: (parsed.value as SyncPolicy).spec } : undefined;
+      this.#policyCache.set(e.name, { rv: e.resourceVersion, policy });
+      if (policy) out.push(policy);
+    }
+    return out;
+  }
+
+  /** A namespace as policies select it: its labels, with the name label Kubernetes sets. */
+  namespace(name: string): NamespaceSubject {
+    const ns = this.snapshot().get(keyOf("Namespace", undefined, name));
+    return { name, labels: { "kubernetes.io/metadata.name": name, ...(ns?.object.metadata?.labels ?? {}) } };
+  }
+
+  /**
+   * The job's policy view, kept per stored object while the policies and the namespace's labels
+   * stay the same: validation and CEL rules then run once per change of the job, not once per
+   * admission pass and reconcile (an admission pass asks for every job with a waiting run).
+   */
+  jobView(entry: StoredObject, policies: readonly NamedPolicy[] = this.policies()): JobPolicyView {
+    const namespace = this.namespace(entry.namespace ?? "");
+    const labels = JSON.stringify(namespace.labels);
+    const kept = this.#jobViews.get(entry.object);
+    if (
+      kept &&
+      kept.labels === labels &&
+      kept.policies.length === policies.length &&
+      kept.policies.every((p, i) => p === policies[i])
+    ) {
+      return kept.view;
+    }
+    const view = jobPolicyView(entry.object, policies, namespace);
+    this.#jobViews.set(entry.object, { policies: [...policies], labels, view });
+    return view;
+  }
+}
