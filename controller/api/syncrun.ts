@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { API_VERSION, Conditions, objectName } from "./common.ts";
-import { ObjectMeta } from "./syncjob.ts";
+import { BreakerSettings, ObjectMeta } from "./syncjob.ts";
 
 export const RunType = z.enum(["Batch", "Realtime", "Compensation", "Validation", "ShadowFill", "Swap"]);
 export type RunType = z.infer<typeof RunType>;
@@ -28,6 +28,41 @@ export const SyncRunSpec = z
   })
   .describe("One execution of a SyncJob.");
 export type SyncRunSpec = z.infer<typeof SyncRunSpec>;
+
+/**
+ * What the policies decided for a run when it was admitted (as Kueue records admission in a
+ * Workload's status): the runner enforces this and never evaluates SyncPolicies itself.
+ */
+export const AdmittedPolicy = z
+  .strictObject({
+    policies: z
+      .array(objectName)
+      .max(256)
+      .describe("The SyncPolicies that matched the job when the run was admitted, by name."),
+    requiredMasking: z
+      .array(
+        z.strictObject({
+          policy: objectName.describe("The Enforce-mode SyncPolicy that requires it."),
+          columnPattern: z
+            .string()
+            .min(1)
+            .max(256)
+            .describe("Regular expression over column names, matched case-insensitively."),
+          transforms: z
+            .array(z.enum(["hash", "redact", "regexReplace"]))
+            .min(1)
+            .max(3)
+            .describe("The transforms that satisfy the requirement."),
+        }),
+      )
+      .max(256)
+      .describe("Columns the run must mask before writing; the runner refuses to write them unmasked."),
+    breaker: BreakerSettings.describe(
+      "The strictest breaker settings of the matching policies: bounds the job's own settings cannot loosen.",
+    ),
+  })
+  .describe("The effective policy recorded when the run was admitted; the runner enforces it.");
+export type AdmittedPolicy = z.infer<typeof AdmittedPolicy>;
 
 export const RunPhase = z.enum([
   "Pending",
@@ -90,6 +125,7 @@ export const SyncRunStatus = z
       .max(64)
       .optional()
       .describe("When the run finished; TTL clean-up counts from here."),
+    policy: AdmittedPolicy.optional(),
     executor: z
       .strictObject({
         kind: z.enum(["InProcess", "ChildProcess", "Job"]),

@@ -56,7 +56,7 @@ describe("compileRule", () => {
       position: "1:30",
       reason: "undeclared reference to 'objct' (rules see object and namespaceObject)",
     });
-    // `namespace` is what DESIGN.md first called the namespace; CEL reserves the word.
+    // `namespace` is what the design first called the namespace; CEL reserves the word.
     expect(failure("namespace.metadata.name == 'x'").position).toBe("1:1");
     expect(failure("object.spec.target.sql.keyColumns.all(c, k.size() > 0)").reason).toContain("'k'");
   });

@@ -1,5 +1,7 @@
 import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { Enforcement, SyncPolicySpec } from "../api/syncpolicy.ts";
+import type { MaskingRequirement } from "../masking/masking.ts";
+import { type BreakerConfigInput, strictestBreakerBounds } from "../resilience/breaker-config.ts";
 import { type CompiledRule, compileRule } from "./cel.ts";
 import { selectorMatches } from "./selector.ts";
 
@@ -65,15 +67,13 @@ export interface EffectivePolicy {
   shadowRequired: boolean;
   /** One entry per policy that restricts windows; a start must fall in some window of every entry. */
   batchWindows: TimeWindowSpec[][];
-  breaker: {
-    slidingWindowSize?: number;
-    minimumNumberOfCalls?: number;
-    failureRateThreshold?: number;
-    slowCallDurationThresholdMs?: number;
-    slowCallRateThreshold?: number;
-    waitDurationInOpenStateMs?: number;
-    permittedNumberOfCallsInHalfOpenState?: number;
-  };
+  /**
+   * The strictest breaker settings of the matching policies (strictestBreakerBounds): bounds the
+   * job's own settings cannot loosen. Recorded on each admitted run; the runner applies them.
+   */
+  breaker: BreakerConfigInput;
+  /** Masking the matching Enforce-mode policies require; recorded on each admitted run. */
+  requiredMasking: MaskingRequirement[];
   violations: Violation[];
   /** The strictest enforcement among the policies that report a violation. */
   verdict: "Admit" | "Warn" | "Audit" | "Block";
@@ -84,10 +84,6 @@ const DEFAULT_FAILED_VALIDATIONS_BEFORE_SHADOW = 3;
 const minDefined = (...xs: (number | undefined)[]): number | undefined => {
   const defined = xs.filter((x): x is number => x !== undefined);
   return defined.length ? Math.min(...defined) : undefined;
-};
-const maxDefined = (...xs: (number | undefined)[]): number | undefined => {
-  const defined = xs.filter((x): x is number => x !== undefined);
-  return defined.length ? Math.max(...defined) : undefined;
 };
 
 /** Compiled CEL rules are cached per expression; compiling is the expensive part. */
@@ -183,38 +179,18 @@ export function effectivePolicy(
       ) ?? DEFAULT_FAILED_VALIDATIONS_BEFORE_SHADOW,
     shadowRequired: specs.some((s) => s.shadow?.required === true),
     batchWindows: specs.filter((s) => (s.batchWindows ?? []).length > 0).map((s) => s.batchWindows!),
-    breaker: {
-      // Smaller windows and minimums react sooner; lower thresholds trip sooner; a longer open wait
-      // protects the target longer; fewer half-open probes risk less.
-      slidingWindowSize: minDefined(
-        job.spec.breaker?.slidingWindowSize,
-        ...specs.map((s) => s.breaker?.slidingWindowSize),
+    breaker: strictestBreakerBounds(specs.flatMap((s) => (s.breaker ? [s.breaker] : []))),
+    // Warn and Audit policies admit a job in spite of violations by choice, so only Enforce-mode
+    // policies make masking a condition of writing.
+    requiredMasking: matching
+      .filter((p) => p.spec.enforcement === "Enforce")
+      .flatMap((p) =>
+        (p.spec.masking?.requiredFor ?? []).map((r) => ({
+          policy: p.name,
+          columnPattern: r.columnPattern,
+          transforms: [...r.transforms],
+        })),
       ),
-      minimumNumberOfCalls: minDefined(
-        job.spec.breaker?.minimumNumberOfCalls,
-        ...specs.map((s) => s.breaker?.minimumNumberOfCalls),
-      ),
-      failureRateThreshold: minDefined(
-        job.spec.breaker?.failureRateThreshold,
-        ...specs.map((s) => s.breaker?.failureRateThreshold),
-      ),
-      slowCallDurationThresholdMs: minDefined(
-        job.spec.breaker?.slowCallDurationThresholdMs,
-        ...specs.map((s) => s.breaker?.slowCallDurationThresholdMs),
-      ),
-      slowCallRateThreshold: minDefined(
-        job.spec.breaker?.slowCallRateThreshold,
-        ...specs.map((s) => s.breaker?.slowCallRateThreshold),
-      ),
-      waitDurationInOpenStateMs: maxDefined(
-        job.spec.breaker?.waitDurationInOpenStateMs,
-        ...specs.map((s) => s.breaker?.waitDurationInOpenStateMs),
-      ),
-      permittedNumberOfCallsInHalfOpenState: minDefined(
-        job.spec.breaker?.permittedNumberOfCallsInHalfOpenState,
-        ...specs.map((s) => s.breaker?.permittedNumberOfCallsInHalfOpenState),
-      ),
-    },
     violations,
     verdict: worst === 3 ? "Block" : worst === 2 ? "Warn" : worst === 1 ? "Audit" : "Admit",
   };

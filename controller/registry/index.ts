@@ -1,5 +1,5 @@
 /**
- * The job registry (DESIGN.md section 5): versioned copy-on-write snapshots of every SyncJob, SyncRun
+ * The job registry (docs/architecture.md, The registry): versioned copy-on-write snapshots of every SyncJob, SyncRun
  * and SyncPolicy, with derived counts. The trie and key-space internals stay private to this folder.
  */
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BreakerConfig, strictestBreakerConfig } from "./breaker-config.ts";
+import { BreakerConfig, strictestBreakerBounds, strictestBreakerConfig } from "./breaker-config.ts";
 
 describe("BreakerConfig", () => {
   it("fills resilience4j's defaults, with a 500 ms slow-call duration", () => {
@@ -117,5 +117,44 @@ describe("strictestBreakerConfig", () => {
     expect(() => strictestBreakerConfig([{ failureRateThreshold: 20 }, { failureRateThreshold: 0 }])).toThrow(
       /failureRateThreshold/,
     );
+  });
+});
+
+describe("strictestBreakerBounds", () => {
+  const inputs = [
+    { failureRateThreshold: 40, slidingWindowType: "TIME_BASED" as const, slidingWindowSize: 30 },
+    { slowCallDurationThresholdMs: 200, waitDurationInOpenStateMs: 90_000, slidingWindowSize: 20 },
+    { automaticTransitionFromOpenToHalfOpenEnabled: true },
+    {},
+  ];
+
+  it("keeps only what some input sets", () => {
+    const bounds = strictestBreakerBounds(inputs);
+    expect(Object.keys(bounds).sort()).toEqual(
+      [
+        "automaticTransitionFromOpenToHalfOpenEnabled",
+        "failureRateThreshold",
+        "slidingWindowSize",
+        "slidingWindowType",
+        "slowCallDurationThresholdMs",
+        "waitDurationInOpenStateMs",
+      ].sort(),
+    );
+    expect(strictestBreakerBounds([{}, {}])).toEqual({});
+  });
+
+  it("bounds a job as every input would: combining once at admission changes nothing", () => {
+    const jobs = [
+      {},
+      { failureRateThreshold: 20, slidingWindowType: "TIME_BASED" as const, slidingWindowSize: 5 },
+      { slowCallDurationThresholdMs: 1000, waitDurationInOpenStateMs: 1000, minimumNumberOfCalls: 3 },
+      { automaticTransitionFromOpenToHalfOpenEnabled: false, slidingWindowSize: 50 },
+      { slidingWindowType: "COUNT_BASED" as const, slidingWindowSize: 7 },
+    ];
+    for (const job of jobs) {
+      expect(strictestBreakerConfig([job, strictestBreakerBounds(inputs)])).toEqual(
+        strictestBreakerConfig([job, ...inputs]),
+      );
+    }
   });
 });

@@ -125,3 +125,23 @@ export function strictestBreakerConfig(inputs: readonly BreakerConfigInput[]): B
     automaticTransitionFromOpenToHalfOpenEnabled: automatic.length ? automatic.every(Boolean) : undefined,
   });
 }
+
+/**
+ * The strictest combination of the inputs as bounds: only the fields some input sets, combined as
+ * strictestBreakerConfig does. Combining a job's settings with these bounds gives the same
+ * configuration as combining it with every input (each field's rule is associative), so policies'
+ * breaker settings can be combined once, at admission, and applied later by the runner.
+ */
+export function strictestBreakerBounds(inputs: readonly BreakerConfigInput[]): BreakerConfigInput {
+  const combined = strictestBreakerConfig(inputs);
+  const bounds: Record<string, unknown> = {};
+  for (const key of Object.keys(combined) as (keyof BreakerConfig)[]) {
+    const setBySome = inputs.some((input) => input[key] !== undefined);
+    // The window's type and size go together: a size alone implies its type's unit.
+    const windowPart =
+      (key === "slidingWindowType" || key === "slidingWindowSize") &&
+      inputs.some((input) => input.slidingWindowType !== undefined || input.slidingWindowSize !== undefined);
+    if (setBySome || windowPart) bounds[key] = combined[key];
+  }
+  return bounds as BreakerConfigInput;
+}

@@ -5,7 +5,7 @@
  * was decided on, so a run changed meanwhile is decided again rather than admitted twice.
  */
 
-import type { SyncRunStatus } from "../api/syncrun.ts";
+import type { AdmittedPolicy, SyncRunStatus } from "../api/syncrun.ts";
 import type { StoredObject } from "../cache/objects.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { kubeTime, setCondition } from "../kube/status.ts";
@@ -26,10 +26,15 @@ export interface Refusal {
   readonly message: string;
 }
 
+/**
+ * `policyOf` gives what an admitted run records of its job's effective policy (status.policy): the
+ * runner enforces that record, so policy is decided once, here.
+ */
 export function planAdmissionWrites(
   decisions: readonly Decision[],
   refused: readonly Refusal[],
   byKey: (key: string) => StoredObject | undefined,
+  policyOf: (run: StoredObject) => AdmittedPolicy | undefined,
   now: Date,
 ): AdmissionWrite[] {
   const writes: AdmissionWrite[] = [];
@@ -50,51 +55,41 @@ export function planAdmissionWrites(
   for (const d of decisions) {
     const run = byKey(d.run.key);
     if (!run) continue;
-    switch (d.kind) {
-      case "Admit":
-      case "Replace":
-        write(run, {
-          phase: "Running",
-          target: d.run.target,
-          admittedAt: kubeTime(now),
-          conditions: admitted(run, "True", "Admitted", "Admitted within the concurrency limits."),
-        });
-        for (const key of d.kind === "Replace" ? d.cancel : []) {
-          const victim = byKey(key);
-          if (!victim) continue;
-          write(
-            victim,
-            {
-              phase: "Cancelled",
-              completionTime: kubeTime(now),
-              message: `Replaced by ${d.run.name} (concurrencyPolicy Replace).`,
-            },
-            {
-              type: "Normal",
-              reason: "Replaced",
-              note: `Cancelled: replaced by ${d.run.name} (concurrencyPolicy Replace).`,
-            },
-          );
-        }
-        break;
-      case "Queue":
+    if (d.kind === "Admit" || d.kind === "Replace") {
+      const policy = policyOf(run);
+      write(run, {
+        phase: "Running",
+        target: d.run.target,
+        ...(policy ? { policy } : {}),
+        admittedAt: kubeTime(now),
+        conditions: admitted(run, "True", "Admitted", "Admitted within the concurrency limits."),
+      });
+      for (const key of d.kind === "Replace" ? d.cancel : []) {
+        const victim = byKey(key);
+        if (!victim) continue;
+        const note = `replaced by ${d.run.name} (concurrencyPolicy Replace).`;
         write(
-          run,
+          victim,
           {
-            phase: "Queued",
-            queueReason: d.message,
-            conditions: admitted(run, "False", d.reason, d.message),
+            phase: "Cancelled",
+            completionTime: kubeTime(now),
+            message: `Replaced by ${d.run.name} (concurrencyPolicy Replace).`,
           },
-          { type: "Normal", reason: "Queued", note: `Queued: ${d.message}.` },
+          { type: "Normal", reason: "Replaced", note: `Cancelled: ${note}` },
         );
-        break;
-      case "Skip":
-        write(
-          run,
-          { phase: "Skipped", completionTime: kubeTime(now), message: d.message },
-          { type: "Normal", reason: "Skipped", note: `Skipped: ${d.message}.` },
-        );
-        break;
+      }
+    } else if (d.kind === "Queue") {
+      write(
+        run,
+        { phase: "Queued", queueReason: d.message, conditions: admitted(run, "False", d.reason, d.message) },
+        { type: "Normal", reason: "Queued", note: `Queued: ${d.message}.` },
+      );
+    } else {
+      write(
+        run,
+        { phase: "Skipped", completionTime: kubeTime(now), message: d.message },
+        { type: "Normal", reason: "Skipped", note: `Skipped: ${d.message}.` },
+      );
     }
   }
   for (const r of refused) {

@@ -93,6 +93,37 @@ describe("AdmissionScheduler", () => {
     expect(executor.started.sort()).toEqual(["crm/a-1", "crm/b-1"]);
   });
 
+  it("records the job's effective policy on the admitted run: required masking of Enforce policies, breaker bounds", async () => {
+    const pii = (name: string, enforcement: string, breaker: object): KubernetesObject =>
+      ({
+        apiVersion: "syncgov.io/v1alpha1",
+        kind: "SyncPolicy",
+        metadata: { name, resourceVersion: "3" },
+        spec: {
+          enforcement,
+          masking: { requiredFor: [{ columnPattern: "e_?mail", transforms: ["hash"] }] },
+          breaker,
+        },
+      }) as KubernetesObject;
+    // The job masks email as required, so neither policy blocks it.
+    const masked = job("a", { masking: [{ column: "email", transform: "hash" }] });
+    const { kube } = await pass([
+      namespace,
+      pii("enforced", "Enforce", { slowCallDurationThresholdMs: 300 }),
+      pii("audited", "Audit", { failureRateThreshold: 20 }),
+      masked,
+      run("a-1", "a"),
+    ]);
+    expect(kube.statusOf("SyncRun", "crm", "a-1")).toMatchObject({
+      phase: "Running",
+      policy: {
+        policies: ["audited", "enforced"],
+        requiredMasking: [{ policy: "enforced", columnPattern: "e_?mail", transforms: ["hash"] }],
+        breaker: { slowCallDurationThresholdMs: 300, failureRateThreshold: 20 },
+      },
+    });
+  });
+
   it.each([
     ["an invalid job", job("a", { schedule: "61 2 * * *" }), "JobNotAdmissible", "invalid"],
     ["a suspended job", job("a", { suspend: true }), "JobNotAdmissible", "suspended"],

@@ -12,6 +12,7 @@ import { keyOf, type StoredObject } from "../cache/objects.ts";
 import { isNotFound, SYNCRUNS, statusCodeOf } from "../kube/resource.ts";
 import type { KubeWrites } from "../kube/writes.ts";
 import type { RunLauncher } from "../launcher/run-launcher.ts";
+import { admittedPolicy } from "../policy/admitted.ts";
 import type { ReconcileResult } from "../queue/workqueue.ts";
 import { decideAdmissions } from "./admission.ts";
 import { admissionInput, type JobAdmission } from "./input.ts";
@@ -85,7 +86,11 @@ export class AdmissionScheduler {
         }
       });
       if (!committed.ok) continue;
-      await this.#write(planAdmissionWrites(decisions, refused, byKey, now), signal);
+      const policyOf = (run: StoredObject) => {
+        const effective = admissionOf(run.namespace ?? "", run.jobName ?? "")?.effective;
+        return effective ? admittedPolicy(effective) : undefined;
+      };
+      await this.#write(planAdmissionWrites(decisions, refused, byKey, policyOf, now), signal);
       for (const d of decisions) {
         if (d.kind !== "Replace") continue;
         for (const c of d.cancel)

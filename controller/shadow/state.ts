@@ -1,5 +1,5 @@
 /**
- * The shadow-table fallback of a SyncJob as a pure state machine (DESIGN.md §8). Given the job's
+ * The shadow-table fallback of a SyncJob as a pure state machine (docs/architecture.md, Data plane: shadow fallback). Given the job's
  * shadow status, the validations observed, the approval and rollback annotations and the clock,
  * decideShadow() says what the status becomes, what to do (DDL, runs, redirected writes), which
  * conditions hold and which events to record. It performs nothing itself.

@@ -23,7 +23,7 @@ import {
 } from "./measure.ts";
 
 /**
- * The job registry against the obvious alternatives (DESIGN.md section 5), at 1k, 10k and 100k entries:
+ * The job registry against the obvious alternatives (docs/architecture.md, The registry), at 1k, 10k and 100k entries:
  *
  * - registry: controller/registry with the controller's indexes (runs by kind+phase, running runs per
  *   namespace, per target and in total), deep-freezing each stored entry, checking resourceVersions;

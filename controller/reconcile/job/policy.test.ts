@@ -12,6 +12,7 @@ const effective = (over: Partial<EffectivePolicy>): EffectivePolicy => ({
   shadowRequired: false,
   batchWindows: [],
   breaker: {},
+  requiredMasking: [],
   violations: [],
   verdict: "Admit",
   ...over,
