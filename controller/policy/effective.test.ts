@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import { loadYaml } from "../../test/support/manifests.ts";
+import { SyncJob } from "../api/syncjob.ts";
+import { SyncPolicySpec } from "../api/syncpolicy.ts";
+import { admittedPolicy } from "./admitted.ts";
+import { effectivePolicy, type NamedPolicy } from "./effective.ts";
+
+const job = SyncJob.parse({
+  ...loadYaml("test/examples/batch-customers.yaml")[0],
+  metadata: { name: "customers-nightly", namespace: "crm", labels: { tier: "silver" } },
+});
+const subject = {
+  namespace: "crm",
+  name: "customers-nightly",
+  labels: { tier: "silver" },
+  spec: job.spec,
+  object: job,
+};
+const ns = { name: "crm", labels: { team: "crm" } };
+const policy = (name: string, spec: Record<string, unknown>): NamedPolicy => ({
+  name,
+  spec: SyncPolicySpec.parse({ match: { namespaces: ["crm"] }, ...spec }),
+});
+
+describe("effectivePolicy: what admission records for the runner", () => {
+  it.each([
+    ["no policy", [], [], {}],
+    [
+      "an Enforce policy's masking requirement is recorded; an Audit or Warn one's is not",
+      [
+        policy("enforced", {
+          enforcement: "Enforce",
+          masking: { requiredFor: [{ columnPattern: "email" }] },
+        }),
+        policy("audited", { enforcement: "Audit", masking: { requiredFor: [{ columnPattern: "phone" }] } }),
+        policy("warned", { enforcement: "Warn", masking: { requiredFor: [{ columnPattern: "ssn" }] } }),
+      ],
+      [{ policy: "enforced", columnPattern: "email", transforms: ["hash", "redact"] }],
+      {},
+    ],
+    [
+      "breaker settings of every matching policy, Audit included, combine into bounds",
+      [
+        policy("a", {
+          enforcement: "Audit",
+          breaker: { slowCallDurationThresholdMs: 300, waitDurationInOpenStateMs: 5000 },
+        }),
+        policy("b", {
+          enforcement: "Enforce",
+          breaker: { slowCallDurationThresholdMs: 800, waitDurationInOpenStateMs: 60_000 },
+        }),
+      ],
+      [],
+      { slowCallDurationThresholdMs: 300, waitDurationInOpenStateMs: 60_000 },
+    ],
+    [
+      "a policy that does not match the job adds nothing",
+      [policy("other", { match: { namespaces: ["payments"] }, breaker: { failureRateThreshold: 5 } })],
+      [],
+      {},
+    ],
+  ] as const)("%s", (_, policies, masking, breaker) => {
+    const effective = effectivePolicy(policies as unknown as NamedPolicy[], subject, ns);
+    const recorded = admittedPolicy(effective);
+    expect(recorded.requiredMasking).toEqual(masking);
+    expect(recorded.breaker).toEqual(breaker);
+    expect(recorded.policies).toEqual(effective.policies);
+  });
+});
