@@ -38,14 +38,14 @@ import { isUuidV7, uuidv7 } from "../lineage/uuid.ts";
 import type { MaskingRequirement } from "../masking/masking.ts";
 import { type JobSubject, policyMatches } from "../policy/effective.ts";
 import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
-import { shadowFillRunInput, specWritingTo } from "../shadow/fill.ts";
 import { writeTableOf } from "../shadow/state.ts";
 import type { LineageSink } from "./lineage.ts";
 import { processLineageSink } from "./lineage-sink.ts";
-import type { RunInput } from "./run.ts";
-import { executeRun, type RunLogger, type RunResult, type StreamRunner, type StreamStatus } from "./run.ts";
+import { executeRun } from "./run.ts";
 import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
+import { shadowFillRunInput, specWritingTo } from "./shadow-fill.ts";
 import { createStreamRunner } from "./stream.ts";
+import type { RunInput, RunLogger, RunResult, StreamRunner, StreamStatus } from "./types.ts";
 
 export interface RunRef {
   readonly namespace: string;

@@ -20,12 +20,12 @@
 
 import type { Kafka } from "kafkajs";
 import { BufferTopic } from "../connectors/kafka/buffer.ts";
+import { bufferTopicOf } from "../connectors/kafka/cluster.ts";
 import { sleep } from "../connectors/kafka/keep-alive.ts";
 import type { Row } from "../connectors/record.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import { RunCancelled, RunFailure } from "./context.ts";
-import type { RunInput, StreamRunContext, StreamRunOutcome } from "./run.ts";
-import { bufferTopicOf, isTransientTargetError, type StreamTarget, streamTarget } from "./stream-target.ts";
+import { isTransientTargetError, type StreamTarget, streamTarget } from "./stream-target.ts";
+import { RunCancelled, type RunContext, RunFailure, type StepOutcome } from "./types.ts";
 
 export interface CompensationOptions {
   /** Rows per replay chunk (one upsert each); default 500. */
@@ -36,11 +36,11 @@ export interface CompensationOptions {
 }
 
 export async function compensate(
-  input: RunInput,
-  context: StreamRunContext,
+  context: RunContext,
   kafka: Kafka,
   options: CompensationOptions = {},
-): Promise<StreamRunOutcome> {
+): Promise<StepOutcome> {
+  const { input } = context;
   const { namespace, name, spec } = input.job;
   const maxRows = options.maxRowsPerChunk ?? 500;
   const stream = await streamTarget(input, context.pool(input.connections.target), context.masker, maxRows);

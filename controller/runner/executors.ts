@@ -31,7 +31,7 @@ import { controllerOf, withControllerReference } from "../kube/ownership.ts";
 import { describeApiError, isConflict, isNotFound, SYNCJOBS, SYNCRUNS } from "../kube/resource.ts";
 import { type RunRef, runSyncRun } from "./cluster.ts";
 import type { LineageSink } from "./lineage.ts";
-import type { RunLogger, StreamRunner } from "./run.ts";
+import type { RunLogger, StreamRunner } from "./types.ts";
 
 export type ExecutorKind = "InProcess" | "ChildProcess" | "Job";
 

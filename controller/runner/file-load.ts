@@ -9,8 +9,8 @@ import { type FixedWidthLayout, FixedWidthParser, readFixedWidthFile } from "../
 import { PostgresTarget } from "../connectors/postgres/target.ts";
 import type { Row } from "../connectors/record.ts";
 import { postgresTableChecksum } from "../validation/postgres.ts";
-import type { RunContext, StepOutcome } from "./context.ts";
 import { planSync, type SyncPlan } from "./plan.ts";
+import type { RunContext, StepOutcome } from "./types.ts";
 import { compareChecksums, ExpectedTargetChecksum } from "./validation.ts";
 
 interface FileSync {

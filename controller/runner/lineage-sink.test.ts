@@ -5,7 +5,7 @@ import { ConsoleTransport } from "../lineage/transports.ts";
 import { uuidv7 } from "../lineage/uuid.ts";
 import type { LineageRun } from "./lineage.ts";
 import { OpenLineageSink } from "./lineage-sink.ts";
-import type { RunResult } from "./run.ts";
+import type { RunResult } from "./types.ts";
 
 function capture(now: () => number) {
   const events: RunEvent[] = [];

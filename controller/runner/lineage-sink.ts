@@ -27,7 +27,7 @@ import { isUuidV7 } from "../lineage/uuid.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { LineageRun, LineageSink } from "./lineage.ts";
 import type { RunCounts } from "./progress.ts";
-import type { RunResult } from "./run.ts";
+import type { RunResult } from "./types.ts";
 
 export interface OpenLineageSinkOptions {
   readonly emitter: LineageEmitter;

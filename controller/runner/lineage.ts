@@ -9,7 +9,7 @@
 import type { RunType } from "../api/syncrun.ts";
 import type { DatasetName } from "../lineage/naming.ts";
 import type { RunCounts } from "./progress.ts";
-import type { RunIdentity, RunResult } from "./run.ts";
+import type { RunIdentity, RunResult } from "./types.ts";
 
 /** A dataset in OpenLineage naming (e.g. `postgres://host:port` + `database.schema.table`). */
 export type LineageDataset = DatasetName;

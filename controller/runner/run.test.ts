@@ -2,8 +2,9 @@ import { describe, expect, it } from "vitest";
 import { SyncJobSpec } from "../api/syncjob.ts";
 import { SyncRunSpec } from "../api/syncrun.ts";
 import type { LineageRun, LineageSink } from "./lineage.ts";
-import { executeRun, type RunInput, type RunResult, type StreamRunner } from "./run.ts";
+import { executeRun } from "./run.ts";
 import { REDACTED_SECRET } from "./secrets.ts";
+import type { RunInput, RunResult, StreamRunner } from "./types.ts";
 
 const TARGET_URL = "postgres://writer:t0p-s3cret@warehouse.internal:5432/dw";
 
@@ -87,7 +88,7 @@ describe("executeRun", () => {
     expect(result.message).toBe(`Realtime run shop/orders-1 failed: cannot reach ${REDACTED_SECRET}`);
 
     const succeeding: StreamRunner = {
-      async execute(_input, context) {
+      async execute(context) {
         context.progress.add({ rowsRead: 3, rowsWritten: 3 });
         return { summary: "streamed 3 records", cursor: "orders.cdc:0:3" };
       },

@@ -4,6 +4,10 @@
  * previous run's cursor). It reads and writes data only; the Kubernetes side (reading the objects,
  * status, events) is ./cluster.ts.
  *
+ * It orchestrates the steps: it builds one RunContext, hands it to the step the run's type and
+ * source call for (./table-copy.ts, ./file-load.ts, or the StreamRunner), and turns the StepOutcome
+ * or the error into the RunResult. The steps share only ./types.ts with it, and none imports it.
+ *
  * Contract a caller may rely on:
  * - executeRun never throws: every failure becomes a Failed result whose message names the cause
  *   and carries no Secret value (every message goes through scrubSecrets with the connection URLs
@@ -26,9 +30,9 @@
  */
 
 import pg from "pg";
-import type { SyncJobSpec } from "../api/syncjob.ts";
-import type { RunBreakerStatus, RunType, SyncRunSpec } from "../api/syncrun.ts";
+import type { RunType } from "../api/syncrun.ts";
 import { FieldMapError } from "../connectors/fixedwidth.ts";
+import { bufferTopicOf } from "../connectors/kafka/cluster.ts";
 import { describeTable } from "../connectors/postgres/catalog.ts";
 import { SourceSchemaError } from "../connectors/postgres/source.ts";
 import { TargetSchemaError } from "../connectors/postgres/target.ts";
@@ -37,117 +41,28 @@ import { type DatasetName, fileDataset, kafkaDataset, postgresDataset } from "..
 import {
   compileMasking,
   describeMaskingViolation,
-  type MaskingRequirement,
   MaskingRuleError,
-  type RowMasker,
   requiredMaskingViolations,
 } from "../masking/masking.ts";
-import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
-import { RunCancelled, type RunContext, RunFailure, type StepOutcome } from "./context.ts";
 import { loadFile, validateFile } from "./file-load.ts";
 import type { LineageRun, LineageSink } from "./lineage.ts";
 import { ProgressMeter, type RunCounts } from "./progress.ts";
-import { RejectionLog, type RunRejection } from "./rejections.ts";
+import { RejectionLog } from "./rejections.ts";
 import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
-import { bufferTopicOf } from "./stream-target.ts";
 import { copyTable, validateTableSync } from "./table-copy.ts";
+import {
+  RunCancelled,
+  type RunContext,
+  RunFailure,
+  type RunInput,
+  type RunLogger,
+  type RunOutcomePhase,
+  type RunResult,
+  type StepOutcome,
+  type StreamRunner,
+  type StreamStatus,
+} from "./types.ts";
 import type { RunValidation } from "./validation.ts";
-
-export interface RunIdentity {
-  readonly namespace: string;
-  readonly name: string;
-  readonly uid?: string | undefined;
-}
-
-/** Connection URLs resolved from the job's Secrets; the runner never logs or reports them. */
-export interface RunConnections {
-  /** For a SQL source. */
-  readonly source?: string | undefined;
-  readonly target: string;
-  /** Kafka bootstrap servers (`host:port`) for a Kafka source and the job's buffer topic. */
-  readonly kafkaBrokers?: readonly string[] | undefined;
-}
-
-export interface RunInput {
-  readonly run: RunIdentity;
-  readonly job: { readonly namespace: string; readonly name: string; readonly spec: SyncJobSpec };
-  readonly spec: SyncRunSpec;
-  readonly connections: RunConnections;
-  /** Salt of the hash transform (from a Secret). */
-  readonly maskingSalt?: string | undefined;
-  /** Masking the matching SyncPolicies require; the run refuses to write a matching column unmasked. */
-  readonly requiredMasking?: readonly MaskingRequirement[] | undefined;
-  /** The cursor of the job's last successful run; incremental runs read from it. */
-  readonly previousCursor?: string | undefined;
-  /**
-   * Breaker settings of the SyncPolicies that match the job: the bounds the job's own settings are
-   * combined with (the strictest wins, controller/resilience/breaker-config.ts).
-   */
-  readonly breakerBounds?: readonly BreakerConfigInput[] | undefined;
-  /** The OpenLineage runId recorded in the SyncRun's status, reused by every attempt. */
-  readonly lineageRunId?: string | undefined;
-  readonly signal?: AbortSignal | undefined;
-}
-
-export type RunOutcomePhase = "Succeeded" | "Failed" | "Cancelled";
-
-export interface RunResult {
-  readonly phase: RunOutcomePhase;
-  /** CamelCase, for conditions: Completed, TargetSchemaMismatch, MaskingRequired, Cancelled, … */
-  readonly reason: string;
-  /** A sentence a person can act on; carries no Secret value. */
-  readonly message: string;
-  readonly counts: RunCounts;
-  readonly validation?: RunValidation | undefined;
-  /** The new high-water mark of a SQL source with a cursor column, once its rows are written. */
-  readonly cursor?: string | undefined;
-  /** The first rejected rows or lines (bounded); counts.rowsRejected counts them all. */
-  readonly rejections: readonly RunRejection[];
-  /** What a realtime session last reported of its buffer and breaker. */
-  readonly stream?: StreamStatus | undefined;
-}
-
-/** What a realtime session reports beside the row counts, as it changes. */
-export interface StreamStatus {
-  /** Records this session diverted to the job's buffer topic. */
-  readonly rowsBuffered: number;
-  readonly breaker: RunBreakerStatus;
-}
-
-/** Minimal logger (pino's shape); messages reach it scrubbed. */
-export interface RunLogger {
-  info(fields: Record<string, unknown>, message: string): void;
-  warn(fields: Record<string, unknown>, message: string): void;
-}
-
-/**
- * Executes Realtime and Compensation runs, and any run of a job with a Kafka source. Wired by the
- * controller; without one, such runs fail with reason NotWired.
- */
-export interface StreamRunner {
-  execute(input: RunInput, context: StreamRunContext): Promise<StreamRunOutcome>;
-}
-
-export interface StreamRunContext {
-  /** A pool for a connection URL; pools are ended when the run ends. */
-  readonly pool: (url: string) => pg.Pool;
-  /** The job's masking, compiled; the stream writes masked rows only. */
-  readonly masker: RowMasker;
-  readonly progress: ProgressMeter;
-  readonly rejections: RejectionLog;
-  readonly signal: AbortSignal;
-  readonly scrub: (text: string) => string;
-  /** Reports the session's buffer and breaker; the caller writes it to status (latest wins). */
-  reportStream(status: StreamStatus): void;
-  /** Records an event about the run's job (breaker transitions); the note is scrubbed by the caller. */
-  recordEvent(event: EventRecord): void;
-}
-
-export interface StreamRunOutcome {
-  readonly summary: string;
-  readonly cursor?: string | undefined;
-  readonly validation?: RunValidation | undefined;
-}
 
 export interface RunDeps {
   /** Opens a pool for a connection URL; default a pg.Pool of 3 connections. Pools are ended at the end. */
@@ -241,6 +156,10 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
       progress,
       rejections,
       batchSize: deps.batchSize ?? 2000,
+      signal,
+      scrub,
+      reportStream,
+      recordEvent,
       checkpoint() {
         if (signal.aborted) throw new RunCancelled("the run was cancelled");
       },
@@ -259,12 +178,7 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
       },
     };
     context.checkpoint();
-    const outcome = await dispatch(input.spec.type, context, deps.stream, {
-      signal,
-      scrub,
-      reportStream,
-      recordEvent,
-    });
+    const outcome = await dispatch(input.spec.type, context, deps.stream);
     const validationNote = describeValidation(outcome.validation);
     const rejected = rejections.summary();
     const message = [outcome.summary, validationNote, rejected].filter((s) => s !== "").join("; ");
@@ -306,7 +220,6 @@ async function dispatch(
   type: RunType,
   context: RunContext,
   stream: StreamRunner | undefined,
-  extra: Pick<StreamRunContext, "signal" | "scrub" | "reportStream" | "recordEvent">,
 ): Promise<StepOutcome> {
   const { spec } = context;
   if (spec.target.sql.dialect !== "postgres") {
@@ -329,13 +242,7 @@ async function dispatch(
       );
     }
     await checkStreamTarget(context);
-    return stream.execute(context.input, {
-      pool: context.pool,
-      masker: context.masker,
-      progress: context.progress,
-      rejections: context.rejections,
-      ...extra,
-    });
+    return stream.execute(context);
   }
   switch (type) {
     case "Batch":

@@ -1,6 +1,7 @@
 /**
- * What the runs of a job's Kafka side share: the per-job topic names, the Kafka client, and the
- * target table as the rows of a topic fill it.
+ * What the runs of a job's Kafka side share: the Kafka client and the target table as the rows of a
+ * topic fill it. The job's topic and group names are the Kafka connector's
+ * (../connectors/kafka/cluster.ts).
  *
  * A Kafka record carries no schema of its own, so the target decides the columns: every column of
  * the target table that can be written (generated and GENERATED ALWAYS identity columns cannot) is a
@@ -10,35 +11,15 @@
  */
 
 import type pg from "pg";
-import type { SyncJobSpec } from "../api/syncjob.ts";
-import { connectKafka, jobTopicName } from "../connectors/kafka/cluster.ts";
+import { connectKafka } from "../connectors/kafka/cluster.ts";
 import { describeTable, parameterType, type TableInfo } from "../connectors/postgres/catalog.ts";
 import { SourceSchemaError } from "../connectors/postgres/source.ts";
 import { PostgresTarget, TargetSchemaError, upsertSql } from "../connectors/postgres/target.ts";
 import type { RowSchema } from "../connectors/record.ts";
 import type { RowMasker } from "../masking/masking.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import { RunFailure } from "./context.ts";
 import { planSync, sourceColumnsOf } from "./plan.ts";
-import type { RunInput } from "./run.ts";
-
-/** The job's buffer topic: spec.bufferTopic, or `syncgov.buffer.<namespace>.<job>`. */
-export function bufferTopicOf(
-  namespace: string,
-  job: string,
-  spec: Pick<SyncJobSpec, "bufferTopic">,
-): string {
-  return spec.bufferTopic ?? jobTopicName("buffer", namespace, job);
-}
-
-/** The job's dead-letter topic: spec.deadLetterTopic, or `syncgov.dlq.<namespace>.<job>`. */
-export function deadLetterTopicOf(
-  namespace: string,
-  job: string,
-  spec: Pick<SyncJobSpec, "deadLetterTopic">,
-): string {
-  return spec.deadLetterTopic ?? jobTopicName("dlq", namespace, job);
-}
+import { RunFailure, type RunInput } from "./types.ts";
 
 /** A Kafka client for the run's resolved bootstrap servers; a RunFailure when there are none. */
 export function kafkaOf(input: RunInput, logger: Logger | undefined) {

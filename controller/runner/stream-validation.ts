@@ -21,13 +21,12 @@
 import { randomUUID } from "node:crypto";
 import type { Kafka } from "kafkajs";
 import { BufferTopic } from "../connectors/kafka/buffer.ts";
-import { topicOffsets } from "../connectors/kafka/cluster.ts";
+import { bufferTopicOf, topicOffsets } from "../connectors/kafka/cluster.ts";
 import { decodeMessage } from "../connectors/kafka/dead-letter.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { postgresTableChecksum } from "../validation/postgres.ts";
-import { RunCancelled, RunFailure } from "./context.ts";
-import type { RunInput, StreamRunContext, StreamRunOutcome } from "./run.ts";
-import { bufferTopicOf, streamTarget } from "./stream-target.ts";
+import { streamTarget } from "./stream-target.ts";
+import { RunCancelled, type RunContext, RunFailure, type StepOutcome } from "./types.ts";
 import { compareChecksums, ExpectedTargetChecksum } from "./validation.ts";
 
 export interface TopicValidationOptions {
@@ -35,11 +34,11 @@ export interface TopicValidationOptions {
 }
 
 export async function validateTopic(
-  input: RunInput,
-  context: StreamRunContext,
+  context: RunContext,
   kafka: Kafka,
   options: TopicValidationOptions = {},
-): Promise<StreamRunOutcome> {
+): Promise<StepOutcome> {
+  const { input } = context;
   const { namespace, name, spec } = input.job;
   const topic = spec.source.kafka!.topic;
   const stream = await streamTarget(input, context.pool(input.connections.target), context.masker, 2000);

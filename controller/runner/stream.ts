@@ -27,7 +27,7 @@
 import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { RunBreakerStatus } from "../api/syncrun.ts";
 import { BufferTopic, type OversizedRow } from "../connectors/kafka/buffer.ts";
-import { jobConsumerGroup } from "../connectors/kafka/cluster.ts";
+import { bufferTopicOf, deadLetterTopicOf, jobConsumerGroup } from "../connectors/kafka/cluster.ts";
 import { oversizedRowMessage } from "../connectors/kafka/dead-letter.ts";
 import { sharedDecodePool } from "../connectors/kafka/decoder.ts";
 import { errorSummary, sleep } from "../connectors/kafka/keep-alive.ts";
@@ -42,11 +42,18 @@ import {
 } from "../resilience/slow-call-breaker.ts";
 import { type Logger, logger as rootLogger } from "../telemetry/logger.ts";
 import { compensate } from "./compensation.ts";
-import { RunCancelled, RunFailure } from "./context.ts";
-import type { RunInput, StreamRunContext, StreamRunner, StreamRunOutcome, StreamStatus } from "./run.ts";
 import { DivertingSink } from "./stream-sink.ts";
-import { bufferTopicOf, deadLetterTopicOf, emptyUpsert, kafkaOf, streamTarget } from "./stream-target.ts";
+import { emptyUpsert, kafkaOf, streamTarget } from "./stream-target.ts";
 import { validateTopic } from "./stream-validation.ts";
+import {
+  RunCancelled,
+  type RunContext,
+  RunFailure,
+  type RunInput,
+  type StepOutcome,
+  type StreamRunner,
+  type StreamStatus,
+} from "./types.ts";
 
 /**
  * Rows per sink call (one upsert or COPY) and per replayed chunk unless set. Each statement has a
@@ -107,15 +114,12 @@ export interface StreamRunnerOptions {
 
 export function createStreamRunner(options: StreamRunnerOptions = {}): StreamRunner {
   return {
-    execute: (input, context) => executeStream(input, context, options),
+    execute: (context) => executeStream(context, options),
   };
 }
 
-async function executeStream(
-  input: RunInput,
-  context: StreamRunContext,
-  options: StreamRunnerOptions,
-): Promise<StreamRunOutcome> {
+async function executeStream(context: RunContext, options: StreamRunnerOptions): Promise<StepOutcome> {
+  const { input } = context;
   const logger = (options.logger ?? rootLogger).child({
     run: `${input.run.namespace}/${input.run.name}`,
     type: input.spec.type,
@@ -126,15 +130,15 @@ async function executeStream(
   switch (input.spec.type) {
     case "Realtime":
       if (!kafkaSpec) throw needsTopic("Realtime");
-      return runSession(input, context, options, logger);
+      return runSession(context, options, logger);
     case "Compensation":
-      return compensate(input, context, kafkaOf(input, logger), {
+      return compensate(context, kafkaOf(input, logger), {
         logger,
         maxRowsPerChunk: options.maxRowsPerChunk ?? DEFAULT_MAX_ROWS_PER_CHUNK,
       });
     case "Validation":
       if (!kafkaSpec) throw needsTopic("Validation");
-      return validateTopic(input, context, kafkaOf(input, logger), { logger });
+      return validateTopic(context, kafkaOf(input, logger), { logger });
     case "Batch":
       throw new RunFailure(
         "RunTypeNotSupported",
@@ -166,12 +170,8 @@ const STATE_NAMES: Readonly<Record<BreakerState, RunBreakerStatus["state"]>> = {
   HALF_OPEN: "HalfOpen",
 };
 
-async function runSession(
-  input: RunInput,
-  context: StreamRunContext,
-  options: StreamRunnerOptions,
-  logger: Logger,
-): Promise<never> {
+async function runSession(context: RunContext, options: StreamRunnerOptions, logger: Logger): Promise<never> {
+  const { input } = context;
   const { namespace, name, spec } = input.job;
   const kafkaSpec = spec.source.kafka!;
   const maxRows = options.maxRowsPerChunk ?? DEFAULT_MAX_ROWS_PER_CHUNK;
@@ -378,13 +378,13 @@ async function runSession(
 class SessionStatus {
   diverting = false;
   readonly #breaker: SlowCallBreaker;
-  readonly #context: StreamRunContext;
+  readonly #context: RunContext;
   readonly #intervalMs: number;
   #lastTransitionTime = kubeTime(new Date());
   #lastText = "";
   #lastAt = Number.NEGATIVE_INFINITY;
 
-  constructor(breaker: SlowCallBreaker, context: StreamRunContext, intervalMs: number) {
+  constructor(breaker: SlowCallBreaker, context: RunContext, intervalMs: number) {
     this.#breaker = breaker;
     this.#context = context;
     this.#intervalMs = intervalMs;

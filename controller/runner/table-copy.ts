@@ -10,8 +10,8 @@ import { describeTable, type TableInfo } from "../connectors/postgres/catalog.ts
 import { PostgresSource, type SourceReject, SourceSchemaError } from "../connectors/postgres/source.ts";
 import { PostgresTarget } from "../connectors/postgres/target.ts";
 import type { Row } from "../connectors/record.ts";
-import { type RunContext, RunFailure, type StepOutcome } from "./context.ts";
 import { planSync, type SyncPlan, sourceColumnsOf } from "./plan.ts";
+import { type RunContext, RunFailure, type StepOutcome } from "./types.ts";
 import { validateTables } from "./validation.ts";
 
 interface TableSync {

@@ -6,11 +6,17 @@ import { quoteTable } from "../../controller/api/identifiers.ts";
 import { SyncJobSpec } from "../../controller/api/syncjob.ts";
 import type { RunBreakerStatus } from "../../controller/api/syncrun.ts";
 import { SyncRunSpec } from "../../controller/api/syncrun.ts";
-import { connectKafka, ensureTopic, jobConsumerGroup } from "../../controller/connectors/kafka/cluster.ts";
+import {
+  bufferTopicOf,
+  connectKafka,
+  deadLetterTopicOf,
+  ensureTopic,
+  jobConsumerGroup,
+} from "../../controller/connectors/kafka/cluster.ts";
 import type { EventRecord } from "../../controller/kube/events.ts";
-import { executeRun, type RunInput, type RunResult } from "../../controller/runner/run.ts";
+import { executeRun } from "../../controller/runner/run.ts";
 import { createStreamRunner, type StreamRunnerOptions } from "../../controller/runner/stream.ts";
-import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
+import type { RunInput, RunResult } from "../../controller/runner/types.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";
 import { FaultProxy } from "../support/fault-proxy.ts";
 import { integerOption, table } from "./measure.ts";

@@ -8,16 +8,22 @@ import pino from "pino";
 import { quoteTable } from "../../controller/api/identifiers.ts";
 import { SyncJobSpec } from "../../controller/api/syncjob.ts";
 import { SyncRunSpec } from "../../controller/api/syncrun.ts";
-import { connectKafka, ensureTopic, jobConsumerGroup } from "../../controller/connectors/kafka/cluster.ts";
+import {
+  bufferTopicOf,
+  connectKafka,
+  deadLetterTopicOf,
+  ensureTopic,
+  jobConsumerGroup,
+} from "../../controller/connectors/kafka/cluster.ts";
 import { PostgresTarget } from "../../controller/connectors/postgres/target.ts";
 import { defineRowSchema, parseRecord, type Row } from "../../controller/connectors/record.ts";
-import { executeRun, type RunInput, type RunResult } from "../../controller/runner/run.ts";
+import { executeRun } from "../../controller/runner/run.ts";
 import {
   createStreamRunner,
   DEFAULT_CONCURRENT_PARTITIONS,
   DEFAULT_MAX_ROWS_PER_CHUNK,
 } from "../../controller/runner/stream.ts";
-import { bufferTopicOf, deadLetterTopicOf } from "../../controller/runner/stream-target.ts";
+import type { RunInput, RunResult } from "../../controller/runner/types.ts";
 import { checksumRows, sameChecksum, type TableChecksum } from "../../controller/validation/checksum.ts";
 import { postgresTableChecksum } from "../../controller/validation/postgres.ts";
 import { type Environment, startEnvironment } from "../env/services/environment.ts";

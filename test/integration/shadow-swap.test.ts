@@ -4,7 +4,7 @@ import { SyncJobSpec } from "../../controller/api/syncjob.ts";
 import { SyncRunSpec } from "../../controller/api/syncrun.ts";
 import { describeTable } from "../../controller/connectors/postgres/catalog.ts";
 import { executeRun } from "../../controller/runner/run.ts";
-import { shadowFillRunInput } from "../../controller/shadow/fill.ts";
+import { shadowFillRunInput } from "../../controller/runner/shadow-fill.ts";
 import { retiredTableName, shadowTableName } from "../../controller/shadow/names.ts";
 import {
   createShadowLike,

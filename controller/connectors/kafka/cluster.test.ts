@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { BufferRecordError, readBufferedRecord } from "./buffer.ts";
-import { assertTopicName, jobConsumerGroup, jobTopicName, pendingPerPartition } from "./cluster.ts";
+import {
+  assertTopicName,
+  bufferTopicOf,
+  deadLetterTopicOf,
+  jobConsumerGroup,
+  jobTopicName,
+  pendingPerPartition,
+} from "./cluster.ts";
 
 describe("job topic names", () => {
   it("follow syncgov.<kind>.<namespace>.<job>", () => {
@@ -19,6 +26,13 @@ describe("job topic names", () => {
     expect(b.length).toBe(249);
     expect(a).not.toBe(b);
     expect(() => assertTopicName(a)).not.toThrow();
+  });
+
+  it("are the job's own buffer and dead-letter topics unless its spec names them", () => {
+    expect(bufferTopicOf("payments", "orders", {})).toBe("syncgov.buffer.payments.orders");
+    expect(deadLetterTopicOf("payments", "orders", {})).toBe("syncgov.dlq.payments.orders");
+    expect(bufferTopicOf("payments", "orders", { bufferTopic: "orders.buffer" })).toBe("orders.buffer");
+    expect(deadLetterTopicOf("payments", "orders", { deadLetterTopic: "orders.dlq" })).toBe("orders.dlq");
   });
 
   it("rejects names Kafka would refuse", () => {

@@ -103,6 +103,30 @@ export function jobConsumerGroup(namespace: string, job: string): string {
   return `syncgov.${namespace}.${job}`;
 }
 
+/**
+ * The job's buffer topic: the topic its SyncJob spec names (bufferTopic), or
+ * `syncgov.buffer.<namespace>.<job>`. Realtime sessions divert to it and Compensation runs replay it.
+ */
+export function bufferTopicOf(
+  namespace: string,
+  job: string,
+  spec: { readonly bufferTopic?: string | undefined },
+): string {
+  return spec.bufferTopic ?? jobTopicName("buffer", namespace, job);
+}
+
+/**
+ * The job's dead-letter topic: the topic its SyncJob spec names (deadLetterTopic), or
+ * `syncgov.dlq.<namespace>.<job>`. Malformed records and rows too large to buffer go there.
+ */
+export function deadLetterTopicOf(
+  namespace: string,
+  job: string,
+  spec: { readonly deadLetterTopic?: string | undefined },
+): string {
+  return spec.deadLetterTopic ?? jobTopicName("dlq", namespace, job);
+}
+
 export interface TopicSettings {
   readonly partitions?: number;
   readonly replicationFactor?: number;

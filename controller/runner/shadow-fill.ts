@@ -1,11 +1,12 @@
 /**
- * Pointing the runner at the table a job writes to in its shadow state. The runner itself knows
- * nothing of shadow mode: a ShadowFill run is an ordinary full copy whose target is the shadow table,
- * and a realtime session or validation in shadow mode is the ordinary one with the shadow as target.
+ * The runner's adapter to shadow mode: pointing a run at the table a job writes to in its shadow
+ * state (../shadow/state.ts decides which). The steps know nothing of shadow mode: a ShadowFill run
+ * is an ordinary full copy whose target is the shadow table, and a realtime session or validation in
+ * shadow mode is the ordinary one with the shadow as target.
  */
 
 import type { SyncJobSpec } from "../api/syncjob.ts";
-import type { RunInput } from "../runner/run.ts";
+import type { RunInput } from "./types.ts";
 
 /** The job spec with its target table replaced by `table` (the decision's writeTable). */
 export function specWritingTo(spec: SyncJobSpec, table: string): SyncJobSpec {
