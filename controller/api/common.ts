@@ -98,22 +98,24 @@ const labelValue = z
 export const LabelSelector = z
   .strictObject({
     matchLabels: z
-      .record(labelKey, labelValue)
+      .record(labelKey, labelValue.describe("The value the label must have."))
       .optional()
       .describe("Labels that must all be present with these values."),
     matchExpressions: z
       .array(
-        z.strictObject({
-          key: labelKey.describe("Label key the requirement applies to."),
-          operator: z
-            .enum(["In", "NotIn", "Exists", "DoesNotExist"])
-            .describe("In, NotIn, Exists or DoesNotExist."),
-          values: z
-            .array(labelValue)
-            .max(64)
-            .optional()
-            .describe("Values for In and NotIn; empty otherwise."),
-        }),
+        z
+          .strictObject({
+            key: labelKey.describe("Label key the requirement applies to."),
+            operator: z
+              .enum(["In", "NotIn", "Exists", "DoesNotExist"])
+              .describe("In, NotIn, Exists or DoesNotExist."),
+            values: z
+              .array(labelValue.describe("A label value."))
+              .max(64)
+              .optional()
+              .describe("Values for In and NotIn; empty otherwise."),
+          })
+          .describe("A requirement on one label key."),
       )
       .max(16)
       .optional()

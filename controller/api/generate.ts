@@ -5,7 +5,11 @@ import { stringify } from "yaml";
 import { customResourceDefinition } from "./crd.ts";
 import { GROUP, RESOURCES } from "./resources.ts";
 
-const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** The repository (or installed package): above controller/api/, or above dist/controller/api/ in the build. */
+const REPO_ROOT = join(
+  dirname(fileURLToPath(import.meta.url)),
+  ...(import.meta.url.endsWith(".ts") ? ["..", ".."] : ["..", "..", ".."]),
+);
 
 export const CRD_DIR = join(REPO_ROOT, "crds");
 /** The Helm chart; its crds/ and policies/ hold copies that `npm run generate` keeps in step. */

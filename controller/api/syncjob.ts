@@ -17,7 +17,7 @@ const brokerAddress = z
   .regex(/^[A-Za-z0-9.-]+:[0-9]{1,5}$/, { message: "must be host:port" });
 
 export const KeyColumns = z
-  .array(sqlIdentifier)
+  .array(sqlIdentifier.describe("Name of a key column."))
   .min(1)
   .max(16)
   .describe(
@@ -36,7 +36,7 @@ export const KafkaSource = z
       .default("earliest")
       .describe("Where a new consumer group starts reading: earliest or latest."),
     brokers: z
-      .array(brokerAddress)
+      .array(brokerAddress.describe("A bootstrap server, host:port."))
       .max(16)
       .optional()
       .describe("Bootstrap servers (host:port); default: the controller's Kafka."),
@@ -300,7 +300,12 @@ export const SyncJobSpec = withRules(
         .max(100)
         .default(3)
         .describe("Finished successful runs to keep."),
-      failedRunsHistoryLimit: z.int().min(0).max(100).default(1).describe("Finished failed runs to keep."),
+      failedRunsHistoryLimit: z
+        .int()
+        .min(0)
+        .max(100)
+        .default(1)
+        .describe("Finished runs that did not succeed (Failed, Cancelled or Skipped) to keep."),
       masking: z.array(MaskingRule).max(64).optional().describe("Column transforms applied before writing."),
       validation: ValidationSettings.optional(),
       breaker: BreakerSettings.optional(),
@@ -308,11 +313,13 @@ export const SyncJobSpec = withRules(
       bufferTopic: kafkaTopic
         .optional()
         .describe(
-          "Kafka topic that holds records while the breaker is open; default syncgov.buffer.<namespace>.<job>.",
+          "Kafka topic that holds records while the breaker is not closed, until a Compensation run replays them; default syncgov.buffer.<namespace>.<job>.",
         ),
       deadLetterTopic: kafkaTopic
         .optional()
-        .describe("Kafka topic for malformed records; default syncgov.dlq.<namespace>.<job>."),
+        .describe(
+          "Kafka topic for records set aside with their reason (malformed, or too large for the buffer topic); default syncgov.dlq.<namespace>.<job>.",
+        ),
     })
     .describe("A desired sync from a source into a target."),
   [
@@ -358,7 +365,7 @@ export const SyncJobStatus = z
     ),
     conditions: Conditions.optional(),
     activeRuns: z
-      .array(objectName)
+      .array(objectName.describe("Name of a SyncRun of this job."))
       .max(100)
       .optional()
       .describe("SyncRuns of this job that are queued or running."),
@@ -375,12 +382,12 @@ export const SyncJobStatus = z
       .describe("The value of the syncgov.io/run-now annotation that last started a run by hand."),
     lastRun: z
       .strictObject({
-        name: objectName,
-        phase: z.string().max(32),
-        finishedAt: z.string().max(64).optional(),
+        name: objectName.describe("Name of the SyncRun."),
+        phase: z.string().max(32).describe("The run's final phase: Succeeded, Failed, Cancelled or Skipped."),
+        finishedAt: z.string().max(64).optional().describe("The run's completionTime (RFC 3339)."),
       })
       .optional()
-      .describe("The most recently finished run."),
+      .describe("The newest (by creation) of the job's finished runs."),
     breaker: z
       .strictObject({
         state: z.enum(["Closed", "Open", "HalfOpen"]).describe("Closed, Open or HalfOpen."),
@@ -392,7 +399,11 @@ export const SyncJobStatus = z
           .optional()
           .describe("Percent of failed writes in the window."),
         bufferedRecords: z.int().min(0).optional().describe("Records waiting in the buffer topic."),
-        lastTransitionTime: z.string().max(64).optional(),
+        lastTransitionTime: z
+          .string()
+          .max(64)
+          .optional()
+          .describe("When the breaker's state last changed (RFC 3339), as the realtime session reported it."),
       })
       .optional()
       .describe("Circuit breaker around target writes."),
@@ -405,7 +416,15 @@ export const SyncJobStatus = z
         retiredTable: z.string().max(127).optional().describe("The table swapped out, kept for rollback."),
         consecutiveFailedValidations: z.int().min(0).optional().describe("Failed validations in a row."),
         countedThrough: z
-          .strictObject({ run: objectName, finishedAt: z.string().max(64) })
+          .strictObject({
+            run: objectName.describe("Name of the SyncRun whose validation was counted last."),
+            finishedAt: z
+              .string()
+              .max(64)
+              .describe(
+                "When that run finished (RFC 3339); validations of runs that finished earlier are never counted again.",
+              ),
+          })
           .optional()
           .describe("The newest validation already counted."),
         fillRun: objectName.optional().describe("The ShadowFill run of the current attempt."),
@@ -425,30 +444,77 @@ export const SyncJobStatus = z
       .describe("Shadow-table fallback state."),
     lastValidation: z
       .strictObject({
-        result: z.enum(["Passed", "Failed"]),
-        run: objectName.optional(),
-        time: z.string().max(64).optional(),
-        sourceRows: z.int().min(0).optional(),
-        targetRows: z.int().min(0).optional(),
-        sourceChecksum: z.string().max(64).optional(),
-        targetChecksum: z.string().max(64).optional(),
+        result: z
+          .enum(["Passed", "Failed"])
+          .describe("Passed when source and target have the same row count and checksum, Failed otherwise."),
+        run: objectName.optional().describe("The SyncRun that validated."),
+        time: z.string().max(64).optional().describe("When that run finished (RFC 3339)."),
+        sourceRows: z.int().min(0).optional().describe("Rows counted in the source."),
+        targetRows: z.int().min(0).optional().describe("Rows counted in the target."),
+        sourceChecksum: z
+          .string()
+          .max(64)
+          .optional()
+          .describe("Order-independent checksum of the source rows, 16 lowercase hex digits."),
+        targetChecksum: z
+          .string()
+          .max(64)
+          .optional()
+          .describe("Order-independent checksum of the target rows, 16 lowercase hex digits."),
       })
       .optional()
-      .describe("Result of the latest validation."),
+      .describe("Result of the latest validation, from the newest finished run that validated."),
     effectivePolicy: z
       .strictObject({
         policies: z
-          .array(z.string().max(253))
+          .array(z.string().max(253).describe("Name of a SyncPolicy."))
           .max(64)
           .optional()
           .describe("SyncPolicies that match this job."),
-        enforcement: z.enum(["Enforce", "Warn", "Audit"]).optional(),
-        maxRunsPerNamespace: z.int().min(0).optional(),
-        maxRunsPerTarget: z.int().min(0).optional(),
-        maxRunsGlobal: z.int().min(0).optional(),
-        ttlSecondsAfterFinished: z.int().min(0).optional(),
-        failedValidationsBeforeShadow: z.int().min(1).optional(),
-        violations: z.array(z.string().max(1024)).max(64).optional().describe("Rules this job violates."),
+        enforcement: z
+          .enum(["Enforce", "Warn", "Audit"])
+          .optional()
+          .describe(
+            "Strictest enforcement among the policies the job violates: Enforce (the job is Blocked), Warn or Audit; absent when it complies.",
+          ),
+        maxRunsPerNamespace: z
+          .int()
+          .min(0)
+          .optional()
+          .describe(
+            "Lowest concurrency.maxRunsPerNamespace of the matching policies; absent when none sets one.",
+          ),
+        maxRunsPerTarget: z
+          .int()
+          .min(0)
+          .optional()
+          .describe(
+            "Lowest concurrency.maxRunsPerTarget of the matching policies; absent when none sets one.",
+          ),
+        maxRunsGlobal: z
+          .int()
+          .min(0)
+          .optional()
+          .describe("Lowest concurrency.maxRunsGlobal of the matching policies; absent when none sets one."),
+        ttlSecondsAfterFinished: z
+          .int()
+          .min(0)
+          .optional()
+          .describe(
+            "Seconds after which the job's finished runs are deleted: its own TTL or the policies' default, capped by their maximum; absent means no TTL.",
+          ),
+        failedValidationsBeforeShadow: z
+          .int()
+          .min(1)
+          .optional()
+          .describe(
+            "Consecutive failed validations that switch the job to a shadow table: the lowest of the job's and the policies' values, default 3.",
+          ),
+        violations: z
+          .array(z.string().max(1024).describe("One violation, as <policy>/<rule>: <message>."))
+          .max(64)
+          .optional()
+          .describe("Rules this job violates."),
       })
       .optional()
       .describe("The most restrictive combination of the matching SyncPolicies."),

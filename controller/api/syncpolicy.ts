@@ -20,7 +20,11 @@ export const TimeWindow = z
       .default("UTC")
       .describe("IANA time zone of start and end."),
     days: z
-      .array(z.enum(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]))
+      .array(
+        z
+          .enum(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
+          .describe("Mon, Tue, Wed, Thu, Fri, Sat or Sun."),
+      )
       .max(7)
       .optional()
       .describe("Days the window opens on (the day of its start); default every day."),
@@ -53,7 +57,7 @@ export const SyncPolicySpec = withRules(
       match: z
         .strictObject({
           namespaces: z
-            .array(objectName)
+            .array(objectName.describe("Name of a Namespace."))
             .max(256)
             .optional()
             .describe("Namespaces the policy applies to; empty means all."),
@@ -87,7 +91,9 @@ export const SyncPolicySpec = withRules(
             .describe("Running SyncRuns in the whole cluster."),
         })
         .optional()
-        .describe("Limits on running SyncRuns; runs over a limit wait in the queue."),
+        .describe(
+          "Limits on running SyncRuns; runs over a limit wait Queued. Realtime sessions neither count nor wait. The lowest limit of the matching policies applies.",
+        ),
       ttl: z
         .strictObject({
           defaultSecondsAfterFinished: z
@@ -107,8 +113,22 @@ export const SyncPolicySpec = withRules(
         .describe("Clean-up of finished runs."),
       history: z
         .strictObject({
-          maxSuccessfulRuns: z.int().min(0).max(100).optional(),
-          maxFailedRuns: z.int().min(0).max(100).optional(),
+          maxSuccessfulRuns: z
+            .int()
+            .min(0)
+            .max(100)
+            .optional()
+            .describe(
+              "Upper bound on a job's successfulRunsHistoryLimit; the lowest of the job's and the matching policies' values applies.",
+            ),
+          maxFailedRuns: z
+            .int()
+            .min(0)
+            .max(100)
+            .optional()
+            .describe(
+              "Upper bound on a job's failedRunsHistoryLimit; the lowest of the job's and the matching policies' values applies.",
+            ),
         })
         .optional()
         .describe("Upper bounds on the jobs' history limits."),
@@ -123,27 +143,43 @@ export const SyncPolicySpec = withRules(
       shadow: z
         .strictObject({
           required: z.boolean().optional().describe("Matching jobs must keep the shadow fallback enabled."),
-          failedValidationsBeforeShadow: z.int().min(1).max(100).optional(),
+          failedValidationsBeforeShadow: z
+            .int()
+            .min(1)
+            .max(100)
+            .optional()
+            .describe(
+              "Upper bound on the consecutive failed validations before a job switches to a shadow table; the lowest of the job's and the matching policies' values applies (default 3).",
+            ),
         })
-        .optional(),
+        .optional()
+        .describe("Shadow-table fallback rules for matching jobs."),
       masking: z
         .strictObject({
           requiredFor: z
             .array(
-              z.strictObject({
-                columnPattern: z
-                  .string()
-                  .min(1)
-                  .max(256)
-                  .describe("Regular expression over column names, e.g. (phone|email|ssn)."),
-                transforms: z
-                  .array(z.enum(["hash", "redact", "regexReplace"]))
-                  .min(1)
-                  .max(3)
-                  .default(["hash", "redact"]),
-              }),
+              z
+                .strictObject({
+                  columnPattern: z
+                    .string()
+                    .min(1)
+                    .max(256)
+                    .describe("Regular expression over column names, e.g. (phone|email|ssn)."),
+                  transforms: z
+                    .array(
+                      z.enum(["hash", "redact", "regexReplace"]).describe("hash, redact or regexReplace."),
+                    )
+                    .min(1)
+                    .max(3)
+                    .default(["hash", "redact"])
+                    .describe("Transforms that satisfy the requirement. Default: hash and redact."),
+                })
+                .describe("Columns matching columnPattern must be masked with one of transforms."),
             )
-            .max(32),
+            .max(32)
+            .describe(
+              "Masking requirements. A job whose spec names a matching column (key, version, file field or masking rule) without an accepted transform violates the policy; under Enforce the runner also refuses to write any matching column unmasked.",
+            ),
         })
         .optional()
         .describe("Columns that must be masked before they land in a target."),
@@ -170,17 +206,19 @@ export type SyncPolicySpec = z.infer<typeof SyncPolicySpec>;
 
 export const SyncPolicyStatus = z
   .strictObject({
-    observedGeneration: z.int().min(0).optional(),
+    observedGeneration: z.int().min(0).optional().describe("The .metadata.generation this status describes."),
     conditions: Conditions.optional(),
     matchedJobs: z.int().min(0).optional().describe("SyncJobs the policy currently applies to."),
     violations: z.int().min(0).optional().describe("Matched jobs that violate a rule."),
     ruleErrors: z
       .array(
-        z.strictObject({
-          rule: z.string().max(63),
-          position: z.string().max(64).optional().describe("line:column of the error in the expression."),
-          reason: z.string().max(1024),
-        }),
+        z
+          .strictObject({
+            rule: z.string().max(63).describe("Name of the rule."),
+            position: z.string().max(64).optional().describe("line:column of the error in the expression."),
+            reason: z.string().max(1024).describe("Why the expression does not compile."),
+          })
+          .describe("A rule that does not compile."),
       )
       .max(64)
       .optional()

@@ -36,24 +36,26 @@ export type SyncRunSpec = z.infer<typeof SyncRunSpec>;
 export const AdmittedPolicy = z
   .strictObject({
     policies: z
-      .array(objectName)
+      .array(objectName.describe("Name of a SyncPolicy."))
       .max(256)
       .describe("The SyncPolicies that matched the job when the run was admitted, by name."),
     requiredMasking: z
       .array(
-        z.strictObject({
-          policy: objectName.describe("The Enforce-mode SyncPolicy that requires it."),
-          columnPattern: z
-            .string()
-            .min(1)
-            .max(256)
-            .describe("Regular expression over column names, matched case-insensitively."),
-          transforms: z
-            .array(z.enum(["hash", "redact", "regexReplace"]))
-            .min(1)
-            .max(3)
-            .describe("The transforms that satisfy the requirement."),
-        }),
+        z
+          .strictObject({
+            policy: objectName.describe("The Enforce-mode SyncPolicy that requires it."),
+            columnPattern: z
+              .string()
+              .min(1)
+              .max(256)
+              .describe("Regular expression over column names, matched case-insensitively."),
+            transforms: z
+              .array(z.enum(["hash", "redact", "regexReplace"]).describe("hash, redact or regexReplace."))
+              .min(1)
+              .max(3)
+              .describe("The transforms that satisfy the requirement."),
+          })
+          .describe("A masking requirement of one Enforce-mode policy."),
       )
       .max(256)
       .describe("Columns the run must mask before writing; the runner refuses to write them unmasked."),
@@ -105,7 +107,13 @@ export type RunBreakerStatus = z.infer<typeof RunBreakerStatus>;
 
 export const SyncRunStatus = z
   .strictObject({
-    observedGeneration: z.int().min(0).optional(),
+    observedGeneration: z
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "Unused: syncgov does not set it; each condition carries the .metadata.generation it was set for.",
+      ),
     phase: RunPhase.optional().describe("Pending, Queued, Running, Succeeded, Failed, Cancelled or Skipped."),
     conditions: Conditions.optional(),
     queueReason: z
@@ -117,9 +125,19 @@ export const SyncRunStatus = z
       .string()
       .max(512)
       .optional()
-      .describe("The target the admitted run holds a concurrency slot on."),
-    admittedAt: z.string().max(64).optional(),
-    startTime: z.string().max(64).optional(),
+      .describe(
+        "The run's target as <namespace>/<connection Secret>/<table>, set on admission: the key of the per-target concurrency limit (a Realtime session holds no slot).",
+      ),
+    admittedAt: z
+      .string()
+      .max(64)
+      .optional()
+      .describe("When the controller admitted the run and set it Running (RFC 3339)."),
+    startTime: z
+      .string()
+      .max(64)
+      .optional()
+      .describe("When a runner first started the run (RFC 3339); kept when the run is started again."),
     completionTime: z
       .string()
       .max(64)
@@ -128,14 +146,41 @@ export const SyncRunStatus = z
     policy: AdmittedPolicy.optional(),
     executor: z
       .strictObject({
-        kind: z.enum(["InProcess", "ChildProcess", "Job"]),
+        kind: z
+          .enum(["InProcess", "ChildProcess", "Job"])
+          .describe(
+            "InProcess (inside the controller), ChildProcess (a process the controller spawns) or Job (a batch/v1 Job in the run's namespace).",
+          ),
         jobName: objectName.optional().describe("The batch/v1 Job, for the Job executor."),
       })
-      .optional(),
-    attempts: z.int().min(0).optional(),
-    rowsRead: z.int().min(0).optional(),
-    rowsWritten: z.int().min(0).optional(),
-    rowsRejected: z.int().min(0).optional().describe("Malformed records set aside in the dead-letter topic."),
+      .optional()
+      .describe(
+        "How the controller started the run's runner; absent when runs are left to an outside runner (syncgov run).",
+      ),
+    attempts: z
+      .int()
+      .min(0)
+      .optional()
+      .describe("How many times a runner has started the run; a run started again after a crash counts up."),
+    rowsRead: z
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "Records, rows or file lines read from the source, rejected ones included; updated at most once per second while running.",
+      ),
+    rowsWritten: z
+      .int()
+      .min(0)
+      .optional()
+      .describe("Rows written to the target; updated at most once per second while running."),
+    rowsRejected: z
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "Records, rows or file lines read but not written because they are malformed (or too large for the buffer topic); a Kafka source sets them aside in the dead-letter topic. The final message names the first ones.",
+      ),
     rowsBuffered: z
       .int()
       .min(0)
@@ -145,15 +190,32 @@ export const SyncRunStatus = z
     cursor: z.string().max(1024).optional().describe("High-water mark of an incremental run."),
     validation: z
       .strictObject({
-        result: z.enum(["Passed", "Failed"]),
-        sourceRows: z.int().min(0),
-        targetRows: z.int().min(0),
-        sourceChecksum: z.string().max(64),
-        targetChecksum: z.string().max(64),
+        result: z
+          .enum(["Passed", "Failed"])
+          .describe("Passed when source and target have the same row count and checksum, Failed otherwise."),
+        sourceRows: z.int().min(0).describe("Rows counted in the source."),
+        targetRows: z.int().min(0).describe("Rows counted in the target."),
+        sourceChecksum: z
+          .string()
+          .max(64)
+          .describe("Order-independent checksum of the source rows, 16 lowercase hex digits."),
+        targetChecksum: z
+          .string()
+          .max(64)
+          .describe("Order-independent checksum of the target rows, 16 lowercase hex digits."),
       })
-      .optional(),
+      .optional()
+      .describe(
+        "The run's comparison of source and target, made at its end; a failed validation does not fail the run.",
+      ),
     lineageRunId: z.string().max(64).optional().describe("OpenLineage runId of this run."),
-    message: z.string().max(32768).optional(),
+    message: z
+      .string()
+      .max(32768)
+      .optional()
+      .describe(
+        "A sentence on the run's progress or outcome (why it was skipped, cancelled or failed); never contains Secret values.",
+      ),
   })
   .describe("What happened to the run.");
 export type SyncRunStatus = z.infer<typeof SyncRunStatus>;
