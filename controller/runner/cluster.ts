@@ -1,9 +1,10 @@
 /**
  * A SyncRun executed against the API server: what `syncgov run <namespace>/<run>` does, and what the
- * in-process executor calls. It reads the SyncRun and its SyncJob, resolves the connection Secrets,
- * learns the masking the Enforce-mode SyncPolicies require and the cursor of the job's last
- * successful run, runs ./run.ts, and reports into the SyncRun's status (merge patches of the status
- * subresource) and as events.
+ * in-process executor calls. It reads the SyncRun (with the policy the controller recorded when it
+ * admitted it: required masking and breaker bounds) and its SyncJob, resolves the connection
+ * Secrets and the cursor of the job's last successful run, runs ./run.ts, and reports into the
+ * SyncRun's status (merge patches of the status subresource) and as events. It never reads
+ * SyncPolicies.
  *
  * Status it writes: phase Running with startTime (kept if already set), attempts + 1 and the
  * OpenLineage runId (kept if already set) at the start; rowsRead/rowsWritten/rowsRejected at most once
@@ -21,22 +22,13 @@
 import { hostname } from "node:os";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import type { Condition } from "../api/common.ts";
-import { SyncPolicySpec } from "../api/syncpolicy.ts";
 import type { RunPhase, SyncRunStatus } from "../api/syncrun.ts";
 import { describeErrors, validateSyncJob, validateSyncRun } from "../api/validate.ts";
 import { type EventRecord, EventRecorder } from "../kube/events.ts";
-import {
-  describeApiError,
-  isNotFound,
-  SYNCJOBS,
-  SYNCPOLICIES,
-  SYNCRUNS,
-  statusCodeOf,
-} from "../kube/resource.ts";
+import { describeApiError, isNotFound, SYNCJOBS, SYNCRUNS, statusCodeOf } from "../kube/resource.ts";
 import { kubeTime, patchStatus, setCondition } from "../kube/status.ts";
 import { isUuidV7, uuidv7 } from "../lineage/uuid.ts";
 import type { MaskingRequirement } from "../masking/masking.ts";
-import { type JobSubject, policyMatches } from "../policy/effective.ts";
 import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
 import { writeTableOf } from "../shadow/state.ts";
 import type { LineageSink } from "./lineage.ts";
@@ -194,13 +186,17 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
     if (maskingSalt) secrets.push(maskingSalt);
     scrub = secretScrubber(secrets);
 
-    const { requiredMasking, breakerBounds } = await policyConstraints(custom, core, {
-      namespace: ref.namespace,
-      name: run.value.spec.jobName,
-      labels: job.value.metadata.labels ?? {},
-      spec,
-      object: jobRaw,
-    });
+    // Policy is decided once, by the controller: the scheduler recorded the job's effective policy
+    // on the run when it admitted it (docs/architecture.md). A run without that record was not
+    // admitted, and runs nothing: the masking it would have to apply is unknown.
+    const admitted = run.value.status?.policy;
+    if (!admitted)
+      throw new PreparationError(
+        "NotAdmitted",
+        "the run carries no admitted policy (status.policy): the syncgov controller records it when it admits the run, and only admitted runs are executed",
+      );
+    const requiredMasking: MaskingRequirement[] = admitted.requiredMasking.map((r) => ({ ...r }));
+    const breakerBounds: BreakerConfigInput[] = [admitted.breaker];
     const previousCursor = run.value.spec.incremental
       ? await lastCursor(custom, ref, run.value.spec.jobName)
       : undefined;
@@ -434,69 +430,6 @@ async function readSecretValue(
 function splitSaltRef(ref: string): [string, string] {
   const slash = ref.indexOf("/");
   return slash < 0 ? [ref, "salt"] : [ref.slice(0, slash), ref.slice(slash + 1)];
-}
-
-/** What the SyncPolicies that match a job demand of its runs. */
-interface PolicyConstraints {
-  /** Masking the Enforce-mode policies require. */
-  readonly requiredMasking: MaskingRequirement[];
-  /** Breaker settings of every matching policy: bounds the job's own settings cannot loosen. */
-  readonly breakerBounds: BreakerConfigInput[];
-}
-
-/**
- * The masking requirements of the Enforce-mode SyncPolicies that match the job, and the breaker
- * settings of all that match. Warn and Audit policies admit a job in spite of violations by choice,
- * so the runner does not block them either; their breaker settings bound the job all the same, as
- * the controller's effective policy combines them. Fails closed: a policy list the runner cannot
- * read, or an invalid policy that requires masking (its columns cannot be known), stops the run
- * before anything is written.
- */
-async function policyConstraints(
-  custom: CustomObjectsApi,
-  core: CoreV1Api,
-  job: JobSubject,
-): Promise<PolicyConstraints> {
-  const hint =
-    "; the runner's service account needs list on syncpolicies.syncgov.io and get on its namespace to enforce required masking";
-  let list: { items?: { metadata?: { name?: string }; spec?: unknown }[] };
-  let namespaceLabels: Record<string, string>;
-  try {
-    list = (await withRetries(() => custom.listClusterCustomObject({ ...SYNCPOLICIES }))) as typeof list;
-    namespaceLabels =
-      (await withRetries(() => core.readNamespace({ name: job.namespace }))).metadata?.labels ?? {};
-  } catch (error) {
-    const code = statusCodeOf(error);
-    throw new PreparationError(
-      "PolicyUnreadable",
-      `cannot read the SyncPolicies that decide required masking (${describeApiError(error)})${code === 401 || code === 403 ? hint : ""}`,
-    );
-  }
-  const requirements: MaskingRequirement[] = [];
-  const breakerBounds: BreakerConfigInput[] = [];
-  for (const item of list.items ?? []) {
-    const name = item.metadata?.name ?? "";
-    const parsed = SyncPolicySpec.safeParse(item.spec);
-    if (!parsed.success) {
-      const rawRequired = (item.spec as { masking?: { requiredFor?: unknown } } | undefined)?.masking
-        ?.requiredFor;
-      if (rawRequired !== undefined) {
-        throw new PreparationError(
-          "PolicyUnreadable",
-          `SyncPolicy ${name} is invalid and requires masking; the runner cannot tell which columns it protects`,
-        );
-      }
-      continue;
-    }
-    const spec = parsed.data;
-    if (!policyMatches({ name, spec }, job, { name: job.namespace, labels: namespaceLabels })) continue;
-    if (spec.breaker) breakerBounds.push(spec.breaker);
-    if (spec.enforcement !== "Enforce") continue;
-    for (const r of spec.masking?.requiredFor ?? []) {
-      requirements.push({ columnPattern: r.columnPattern, transforms: r.transforms, policy: name });
-    }
-  }
-  return { requiredMasking: requirements, breakerBounds };
 }
 
 /**

@@ -513,6 +513,34 @@ describe("crash and cancellation", () => {
 });
 
 describe("masking required by policy", () => {
+  it("runs nothing that the controller did not admit: a run without its admitted policy fails, writing nothing", async () => {
+    const source = await tables.create("na", "id int4 PRIMARY KEY, email text");
+    const target = await tables.create("na", "id int4 PRIMARY KEY, email text");
+    await pool.query(`INSERT INTO ${source} VALUES (1, 'ada@example.org')`);
+    const job = await createJob("not-admitted", {
+      source: { sql: sqlTable(source) },
+      target: { sql: { ...sqlTable(target), keyColumns: ["id"] } },
+    });
+    // Created as `kubectl create` leaves it: no status, so no recorded policy.
+    const name = uniqueName("unadmitted");
+    await custom.createNamespacedCustomObject({
+      ...SYNCRUNS,
+      namespace,
+      body: {
+        apiVersion: "syncgov.io/v1alpha1",
+        kind: "SyncRun",
+        metadata: { name },
+        spec: { jobName: job },
+      },
+    });
+    expect(await execute("InProcess", { namespace, name })).toBe(1);
+    const status = await ns.runStatus({ namespace, name });
+    expect(status.phase).toBe("Failed");
+    expect(status.conditions?.find((c) => c.type === "Failed")?.reason).toBe("NotAdmitted");
+    expect(status.message).toContain("status.policy");
+    expect((await pool.query(`SELECT count(*)::int AS n FROM ${target}`)).rows[0].n).toBe(0);
+  });
+
   it("refuses to write a required column unmasked, and writes it hashed with the job's salt", async () => {
     const policy = uniqueName("pii");
     policies.push(policy);

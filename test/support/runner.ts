@@ -1,7 +1,13 @@
+import type { KubernetesObject } from "@kubernetes/client-node";
 import { afterAll, afterEach, beforeAll } from "vitest";
+import type { SyncPolicy } from "../../controller/api/syncpolicy.ts";
 import type { SyncRunSpec, SyncRunStatus } from "../../controller/api/syncrun.ts";
+import { validateSyncPolicy } from "../../controller/api/validate.ts";
 import { ensureTopic, jobConsumerGroup, produceJson } from "../../controller/connectors/kafka/cluster.ts";
-import { SYNCJOBS, SYNCRUNS } from "../../controller/kube/resource.ts";
+import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../../controller/kube/resource.ts";
+import { patchStatus } from "../../controller/kube/status.ts";
+import { admittedPolicy } from "../../controller/policy/admitted.ts";
+import { jobPolicyView } from "../../controller/policy/job-view.ts";
 import {
   type ClusterRunOptions,
   type ClusterRunOutcome,
@@ -72,7 +78,12 @@ export class RunNamespace {
     return name;
   }
 
-  /** Creates a SyncRun of the job, named uniquely after its type and the job. */
+  /**
+   * Creates a SyncRun of the job, named uniquely after its type and the job, and admits it as the
+   * controller's scheduler does: its status records the job's effective policy (status.policy),
+   * computed from the SyncPolicies in the cluster and the namespace's labels by the same functions.
+   * The runner executes only runs that carry that record.
+   */
   async createRun(jobName: string, spec: Partial<Omit<SyncRunSpec, "jobName">> = {}): Promise<RunRef> {
     const name = uniqueName(`${(spec.type ?? "run").toLowerCase()}-${jobName}`.slice(0, 40));
     await this.clients.custom.createNamespacedCustomObject({
@@ -85,7 +96,35 @@ export class RunNamespace {
         spec: { jobName, ...spec },
       },
     });
-    return { namespace: this.name, name };
+    const ref = { namespace: this.name, name };
+    await this.admit(ref, jobName);
+    return ref;
+  }
+
+  /** Records the job's effective policy on the run, as admission does (an empty one for an invalid job). */
+  async admit(ref: RunRef, jobName: string): Promise<void> {
+    const { custom, core } = this.clients;
+    const job = (await custom
+      .getNamespacedCustomObject({ ...SYNCJOBS, namespace: this.name, name: jobName })
+      .catch(() => undefined)) as KubernetesObject | undefined;
+    const list = (await whileBusy(() => custom.listClusterCustomObject({ ...SYNCPOLICIES }))) as {
+      items: KubernetesObject[];
+    };
+    const policies = list.items.flatMap((p) => {
+      const parsed = validateSyncPolicy(p);
+      return parsed.ok ? [{ name: p.metadata?.name ?? "", spec: (parsed.value as SyncPolicy).spec }] : [];
+    });
+    const ns = await whileBusy(() => core.readNamespace({ name: this.name }));
+    const view = job
+      ? jobPolicyView(job, policies, {
+          name: this.name,
+          labels: { "kubernetes.io/metadata.name": this.name, ...(ns.metadata?.labels ?? {}) },
+        })
+      : undefined;
+    const policy = view?.effective
+      ? admittedPolicy(view.effective)
+      : { policies: [], requiredMasking: [], breaker: {} };
+    await patchStatus(custom, { resource: SYNCRUNS, namespace: this.name, name: ref.name }, { policy });
   }
 
   /** The run's status; empty while the runner has written none. */
@@ -249,4 +288,20 @@ export function realtimeRuns(
   const runs = new RealtimeRuns(namespace, streams, options);
   afterEach(() => runs.stopSessions());
   return runs;
+}
+
+/**
+ * Retries a call the API server answers with 429 (its storage for a just-updated CRD is
+ * re-initializing) or 5xx, as client-go's clients do, for up to 10 s.
+ */
+async function whileBusy<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      const code = (error as { code?: number }).code ?? 0;
+      if (attempt >= 20 || (code !== 429 && code < 500)) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
 }
