@@ -21,7 +21,7 @@ export const ACTIVE_RUN_PHASES: ReadonlySet<string> = new Set<RunPhase>(["Runnin
 /** Phases of a run waiting for admission; a run without a phase yet waits too. */
 export const WAITING_RUN_PHASES: ReadonlySet<string> = new Set<RunPhase>(["Pending", "Queued"]);
 
-export function isFinishedPhase(phase: string | undefined): boolean {
+export function isFinishedPhase<P extends string>(phase: P | undefined): phase is P {
   return phase !== undefined && FINISHED_RUN_PHASES.has(phase);
 }
 

@@ -22,6 +22,7 @@
 import { hostname } from "node:os";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import type { Condition } from "../api/common.ts";
+import { isFinishedPhase } from "../api/phases.ts";
 import type { RunPhase, SyncRunStatus } from "../api/syncrun.ts";
 import { describeErrors, validateSyncJob, validateSyncRun } from "../api/validate.ts";
 import { type EventRecord, EventRecorder } from "../kube/events.ts";
@@ -81,7 +82,6 @@ export interface ClusterRunOutcome {
   readonly message: string;
 }
 
-const FINISHED: ReadonlySet<string> = new Set(["Succeeded", "Failed", "Cancelled", "Skipped"]);
 const FIELD_MANAGER = "syncgov-runner";
 /** How long a finished run waits for its lineage events to be delivered. */
 const LINEAGE_FLUSH_MS = 10_000;
@@ -120,7 +120,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
   )) as KubernetesObject & { status?: SyncRunStatus };
   const status = new StatusWriter(custom, ref, raw.status?.conditions);
   const recordedPhase = raw.status?.phase;
-  if (recordedPhase && FINISHED.has(recordedPhase)) {
+  if (isFinishedPhase(recordedPhase)) {
     const message = `SyncRun ${runKey} already finished (${recordedPhase}); not running it again`;
     options.log?.info({ run: runKey, phase: recordedPhase }, message);
     return { phase: recordedPhase, alreadyFinished: true, message };
