@@ -10,7 +10,7 @@
  */
 
 import { type Kafka, Partitioners, type Producer } from "kafkajs";
-import { fitsAlone, recordBytes, TopicLimit, topicMessageLimit } from "../connectors/kafka/limits.ts";
+import { clusterTopicLimit, fitsAlone, recordBytes, type TopicLimit } from "../connectors/kafka/limits.ts";
 import type { RunEvent } from "./events.ts";
 import { redactUrl } from "./naming.ts";
 
@@ -190,15 +190,7 @@ export class KafkaTransport implements LineageTransport {
   constructor(options: KafkaTransportOptions) {
     this.#kafka = options.kafka;
     this.#topic = options.topic;
-    this.#limit = new TopicLimit(async () => {
-      const admin = this.#kafka.admin();
-      await admin.connect();
-      try {
-        return (await topicMessageLimit(admin, this.#topic)).bytes;
-      } finally {
-        await admin.disconnect();
-      }
-    });
+    this.#limit = clusterTopicLimit(this.#kafka, this.#topic);
   }
 
   /**

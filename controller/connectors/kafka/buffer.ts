@@ -37,7 +37,7 @@ import {
   topicOffsets,
 } from "./cluster.ts";
 import { BatchKeepAlive, errorSummary } from "./keep-alive.ts";
-import { groupWithin, sendGroups, TopicLimit, topicMessageLimit } from "./limits.ts";
+import { clusterTopicLimit, groupWithin, sendGroups, type TopicLimit } from "./limits.ts";
 import type { KeyedRow } from "./source.ts";
 
 export interface BufferTopicOptions {
@@ -143,18 +143,12 @@ export class BufferTopic {
       throw new Error("maxRowsPerSink must be a positive integer");
     this.#options = options;
     this.#log = (options.logger ?? rootLogger).child({ component: "buffer-topic", topic: this.topic });
-    this.#limit = new TopicLimit(async () => {
-      const limit = await this.#withAdmin((admin) => topicMessageLimit(admin, this.topic));
-      if (!limit.fromCluster)
-        this.#log.warn(
-          {
-            limitBytes: limit.bytes,
-            error: limit.error === undefined ? undefined : errorSummary(limit.error),
-          },
-          "could not read the buffer topic's max.message.bytes; assuming Kafka's default",
-        );
-      return limit.bytes;
-    });
+    this.#limit = clusterTopicLimit(options.kafka, this.topic, (limitBytes, error) =>
+      this.#log.warn(
+        { limitBytes, error: error === undefined ? undefined : errorSummary(error) },
+        "could not read the buffer topic's max.message.bytes; assuming Kafka's default",
+      ),
+    );
   }
 
   /** Creates the topic (infinite retention) unless it exists or creation is turned off. */

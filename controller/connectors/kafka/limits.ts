@@ -12,7 +12,7 @@
  * alone is returned to the caller, which sets it aside with its reason (never dropped silently).
  */
 
-import kafkajs, { type Admin, type IHeaders, type Message, type Producer } from "kafkajs";
+import kafkajs, { type Admin, type IHeaders, type Kafka, type Message, type Producer } from "kafkajs";
 
 // kafkajs is CommonJS and Node's named-export detection does not find this one.
 const { ConfigResourceTypes } = kafkajs;
@@ -176,4 +176,26 @@ export class TopicLimit {
     this.#bytes = undefined;
     return true;
   }
+}
+
+/**
+ * The topic's limit as a TopicLimit, read over a short-lived admin connection; `onGuess` hears when
+ * the cluster did not say and Kafka's default is assumed.
+ */
+export function clusterTopicLimit(
+  kafka: Kafka,
+  topic: string,
+  onGuess: (bytes: number, error: unknown) => void = () => {},
+): TopicLimit {
+  return new TopicLimit(async () => {
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const limit = await topicMessageLimit(admin, topic);
+      if (!limit.fromCluster) onGuess(limit.bytes, limit.error);
+      return limit.bytes;
+    } finally {
+      await admin.disconnect();
+    }
+  });
 }

@@ -54,7 +54,7 @@ import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
 import { deadLetterMessage, decodeMessage, fitDeadLetter } from "./dead-letter.ts";
 import type { DecodedMessages, MessageDecoder } from "./decoder.ts";
 import { BatchKeepAlive, errorSummary, sleep } from "./keep-alive.ts";
-import { fitsAlone, groupWithin, sendGroups, TopicLimit, topicMessageLimit } from "./limits.ts";
+import { clusterTopicLimit, fitsAlone, groupWithin, sendGroups, type TopicLimit } from "./limits.ts";
 
 /** A row and the Kafka key it travelled under (the key decides its partition, hence its order). */
 export interface KeyedRow {
@@ -237,24 +237,12 @@ export class KafkaSource {
     if (this.deadLetterTopic === this.topic)
       throw new Error("the dead-letter topic must differ from the source topic");
     if (options.groupId.length === 0) throw new Error("groupId must not be empty");
-    this.#deadLetterLimit = new TopicLimit(async () => {
-      const admin = options.kafka.admin();
-      await admin.connect();
-      try {
-        const limit = await topicMessageLimit(admin, this.deadLetterTopic);
-        if (!limit.fromCluster)
-          this.#log.warn(
-            {
-              limitBytes: limit.bytes,
-              error: limit.error === undefined ? undefined : errorSummary(limit.error),
-            },
-            "could not read the dead-letter topic's max.message.bytes; assuming Kafka's default",
-          );
-        return limit.bytes;
-      } finally {
-        await admin.disconnect();
-      }
-    });
+    this.#deadLetterLimit = clusterTopicLimit(options.kafka, this.deadLetterTopic, (limitBytes, error) =>
+      this.#log.warn(
+        { limitBytes, error: error === undefined ? undefined : errorSummary(error) },
+        "could not read the dead-letter topic's max.message.bytes; assuming Kafka's default",
+      ),
+    );
     this.groupId = options.groupId;
     this.#maxRows = options.maxRowsPerSink ?? 500;
     if (!Number.isInteger(this.#maxRows) || this.#maxRows < 1) {
