@@ -14,7 +14,7 @@
  * - job `jobType` (JobTypeJobFacet 2-0-3): BATCH or STREAMING, integration SYNCGOV.
  */
 
-import packageJson from "../../package.json" with { type: "json" };
+import { readFileSync } from "node:fs";
 import type { Column } from "../connectors/record.ts";
 import type { TableChecksum } from "../validation/checksum.ts";
 import type { DatasetName } from "./naming.ts";
@@ -22,6 +22,21 @@ import { redactCredentials } from "./naming.ts";
 import { isUuidV7, uuidv7 } from "./uuid.ts";
 
 export const RUN_EVENT_SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
+
+/**
+ * syncgov's package.json, read at run time rather than imported: an import would make the build copy
+ * it into dist/. From controller/lineage/events.ts it is two directories up; from the build's
+ * dist/controller/lineage/events.js, three.
+ */
+const packageJson = JSON.parse(
+  readFileSync(
+    new URL(
+      import.meta.url.endsWith(".ts") ? "../../package.json" : "../../../package.json",
+      import.meta.url,
+    ),
+    "utf8",
+  ),
+) as { version: string };
 
 /** Identifies syncgov (and its version) as the producer of every event and facet. */
 export const SYNCGOV_PRODUCER = `https://syncgov.io/producer/syncgov/${packageJson.version}`;

@@ -1,7 +1,8 @@
 /**
  * Executors start the runner for an admitted SyncRun; configuration chooses one:
  * - InProcess: runs it inside the controller process (small installations, the local default);
- * - ChildProcess: spawns exactly the pod entrypoint, `node controller/cli.ts run <ns>/<run>`;
+ * - ChildProcess: spawns exactly the pod entrypoint, `node controller/cli.ts run <ns>/<run>` (from the
+ *   build, dist/controller/cli.js);
  * - Job: creates a batch/v1 Job in the run's namespace, owned by the SyncRun, whose pod runs
  *   `syncgov run <ns>/<run>` (production: Kubernetes spreads the runs over the cluster).
  *
@@ -49,8 +50,13 @@ export interface RunExecutor {
   start(ref: RunRef): Promise<RunHandle>;
 }
 
-/** The path of the syncgov command line in this installation (the pod entrypoint). */
-export const SYNCGOV_CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
+/**
+ * The path of the syncgov command line in this installation (the pod entrypoint): controller/cli.ts
+ * in the source tree, dist/controller/cli.js in the build (`npm run build`), whichever this module is.
+ */
+export const SYNCGOV_CLI = fileURLToPath(
+  new URL(import.meta.url.endsWith(".ts") ? "../cli.ts" : "../cli.js", import.meta.url),
+);
 
 export interface InProcessExecutorOptions {
   readonly kubeConfig: KubeConfig;
@@ -90,7 +96,7 @@ export class InProcessExecutor implements RunExecutor {
 export interface ChildProcessExecutorOptions {
   /** Directory of the runners' logs: one file per run, `<namespace>_<run>.log`, appended per attempt. */
   readonly logDir: string;
-  /** The syncgov command line; default this installation's controller/cli.ts. */
+  /** The syncgov command line; default this installation's, SYNCGOV_CLI. */
   readonly cliPath?: string;
   /** Given to the runner as KUBECONFIG; default the controller's environment. */
   readonly kubeconfigPath?: string;

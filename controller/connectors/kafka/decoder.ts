@@ -78,6 +78,12 @@ interface PoolWorker {
 /** Least time between starting a worker after a failure and the next. */
 const RESPAWN_MS = 10_000;
 
+/** The worker threads' entry: decode-worker.ts in the source tree, decode-worker.js in the build. */
+const DECODE_WORKER = new URL(
+  import.meta.url.endsWith(".ts") ? "./decode-worker.ts" : "./decode-worker.js",
+  import.meta.url,
+);
+
 export interface DecodePoolOptions {
   /**
    * Worker threads; default one a core, at most 4. The threads share the cores with the main thread,
@@ -157,7 +163,7 @@ export class DecodePool {
   }
 
   #spawn(): PoolWorker {
-    const thread = new Worker(new URL("./decode-worker.ts", import.meta.url));
+    const thread = new Worker(DECODE_WORKER);
     const worker: PoolWorker = { thread, schemas: new Set(), pending: new Map(), failed: false };
     thread.on("message", (reply: DecodeReply) => {
       const pending = worker.pending.get(reply.id);
