@@ -144,6 +144,18 @@ export const SyncRunStatus = z
       .optional()
       .describe("When the run finished; TTL clean-up counts from here."),
     policy: AdmittedPolicy.optional(),
+    traceContext: z
+      .strictObject({
+        traceparent: z
+          .string()
+          .regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/)
+          .describe("W3C traceparent of the admission span."),
+        tracestate: z.string().max(512).optional().describe("W3C tracestate of the admission span, if any."),
+      })
+      .optional()
+      .describe(
+        "The trace the run belongs to, recorded at admission: the runner's spans are children of the admission span, so one trace shows the run from admission to its last write.",
+      ),
     executor: z
       .strictObject({
         kind: z

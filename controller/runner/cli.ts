@@ -4,10 +4,12 @@
  * next batch boundary; it then ends Cancelled.
  */
 
+import { createServer, type Server } from "node:http";
 import { KubeConfig } from "@kubernetes/client-node";
 import { type Command, InvalidArgumentError } from "commander";
 import { describeApiError } from "../kube/resource.ts";
 import { logger } from "../telemetry/logger.ts";
+import { Telemetry } from "../telemetry/telemetry.ts";
 import { parseRunRef, type RunRef, runSyncRun } from "./cluster.ts";
 
 function positiveInt(value: string): number {
@@ -36,8 +38,23 @@ export function registerRunCommand(program: Command): Command {
       "kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then in-cluster)",
     )
     .option("--batch-size <rows>", "rows per source page and per upsert statement", positiveInt, 2000)
-    .action(async (ref: RunRef, opts: { kubeconfig?: string; batchSize: number }) => {
-      process.exitCode = await runCommand(ref, opts);
+    .option(
+      "--metrics-port <port>",
+      "serve the run's metrics in the Prometheus format on this port (e.g. for a PodMonitor); they are pushed over OTLP too when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+      positiveInt,
+    )
+    .action(async (ref: RunRef, opts: { kubeconfig?: string; batchSize: number; metricsPort?: number }) => {
+      // The runner reports like the controller: metrics and traces through OpenTelemetry, flushed
+      // before the process ends so that a short run's figures are not lost.
+      const telemetry = new Telemetry({ serviceName: "syncgov-runner" });
+      const server =
+        opts.metricsPort === undefined ? undefined : await serveMetrics(telemetry, opts.metricsPort);
+      try {
+        process.exitCode = await runCommand(ref, opts);
+      } finally {
+        server?.close();
+        await telemetry.shutdown();
+      }
       // Everything is closed by now; should a library keep a handle open, the process still ends.
       setTimeout(() => process.exit(), 5000).unref();
     });
@@ -71,4 +88,16 @@ async function runCommand(ref: RunRef, opts: { kubeconfig?: string; batchSize: n
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
   }
+}
+
+/** /metrics on the port, for the lifetime of the run. */
+function serveMetrics(telemetry: Telemetry, port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url === "/metrics") telemetry.metricsHandler(req, res);
+    else res.writeHead(404).end();
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, () => resolve(server));
+  });
 }

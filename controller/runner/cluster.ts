@@ -21,6 +21,7 @@
 
 import { hostname } from "node:os";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { context } from "@opentelemetry/api";
 import type { Condition } from "../api/common.ts";
 import { isFinishedPhase } from "../api/phases.ts";
 import type { RunPhase, SyncRunStatus } from "../api/syncrun.ts";
@@ -32,12 +33,14 @@ import { isUuidV7, uuidv7 } from "../lineage/uuid.ts";
 import type { MaskingRequirement } from "../masking/masking.ts";
 import type { BreakerConfigInput } from "../resilience/breaker-config.ts";
 import { writeTableOf } from "../shadow/state.ts";
+import { contextFromTraceparent } from "../telemetry/trace-context.ts";
 import type { LineageSink } from "./lineage.ts";
 import { processLineageSink } from "./lineage-sink.ts";
 import { executeRun } from "./run.ts";
 import { scrubbedErrorMessage, secretScrubber } from "./secrets.ts";
 import { shadowFillRunInput, specWritingTo } from "./shadow-fill.ts";
 import { createStreamRunner } from "./stream.ts";
+import { RunTelemetry } from "./telemetry.ts";
 import type { RunInput, RunLogger, RunResult, StreamRunner, StreamStatus } from "./types.ts";
 
 export interface RunRef {
@@ -126,166 +129,190 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
     return { phase: recordedPhase, alreadyFinished: true, message };
   }
 
-  const event = (record: EventRecord) => events.record(raw, { ...record, note: scrub(record.note) });
-  const attempts = (raw.status?.attempts ?? 0) + 1;
-  const recordedRunId = raw.status?.lineageRunId;
-  const lineageRunId = recordedRunId && isUuidV7(recordedRunId) ? recordedRunId : uuidv7();
-  const lineage = options.lineage ?? processLineageSink();
-  await status.write({
-    phase: "Running",
-    startTime: raw.status?.startTime ?? kubeTime(new Date()),
-    completionTime: null,
-    attempts,
-    rowsRead: 0,
-    rowsWritten: 0,
-    rowsRejected: 0,
-    rowsBuffered: null,
-    breaker: null,
-    lineageRunId,
-    message: `running (attempt ${attempts})`,
-  });
-  await event({ type: "Normal", reason: "RunStarted", note: `Runner started attempt ${attempts}.` });
-
-  let result: RunResult | undefined;
-  let failure: { reason: string; message: string } | undefined;
-  try {
-    const run = validateSyncRun(raw);
-    if (!run.ok)
-      throw new PreparationError("InvalidRun", `the SyncRun is invalid: ${describeErrors(run.errors)}`);
-    const jobRaw = await readOrExplain(
-      () =>
-        custom.getNamespacedCustomObject({
-          ...SYNCJOBS,
-          namespace: ref.namespace,
-          name: run.value.spec.jobName,
-        }),
-      "JobNotFound",
-      `SyncJob ${ref.namespace}/${run.value.spec.jobName}`,
-    );
-    const job = validateSyncJob(jobRaw);
-    if (!job.ok)
-      throw new PreparationError("InvalidJob", `the SyncJob is invalid: ${describeErrors(job.errors)}`);
-    // In shadow mode the job writes to the shadow table: the runner is pointed at the table the
-    // job's shadow state names (controller/shadow/state.ts), and a ShadowFill run is a full copy there.
-    const shadow = job.value.status?.shadow;
-    const writeTable = writeTableOf(shadow?.state ?? "None", job.value.spec.target.sql.table, shadow?.table);
-    const spec = specWritingTo(job.value.spec, writeTable);
-
-    const secret = (name: string, key: string) => readSecretValue(core, ref.namespace, name, key);
-    const target = await secret(
-      spec.target.sql.connectionSecretRef.name,
-      spec.target.sql.connectionSecretRef.key,
-    );
-    secrets.push(target);
-    const source = spec.source.sql
-      ? await secret(spec.source.sql.connectionSecretRef.name, spec.source.sql.connectionSecretRef.key)
-      : undefined;
-    if (source) secrets.push(source);
-    const saltRef = job.value.metadata.annotations?.[MASKING_SALT_ANNOTATION];
-    const maskingSalt = saltRef ? await secret(...splitSaltRef(saltRef)) : undefined;
-    if (maskingSalt) secrets.push(maskingSalt);
-    scrub = secretScrubber(secrets);
-
-    // Policy is decided once, by the controller: the scheduler recorded the job's effective policy
-    // on the run when it admitted it (docs/architecture.md). A run without that record was not
-    // admitted, and runs nothing: the masking it would have to apply is unknown.
-    const admitted = run.value.status?.policy;
-    if (!admitted)
-      throw new PreparationError(
-        "NotAdmitted",
-        "the run carries no admitted policy (status.policy): the syncgov controller records it when it admits the run, and only admitted runs are executed",
-      );
-    const requiredMasking: MaskingRequirement[] = admitted.requiredMasking.map((r) => ({ ...r }));
-    const breakerBounds: BreakerConfigInput[] = [admitted.breaker];
-    const previousCursor = run.value.spec.incremental
-      ? await lastCursor(custom, ref, run.value.spec.jobName)
-      : undefined;
-
-    const kafkaBrokers = spec.source.kafka?.brokers ?? options.kafkaBrokers ?? brokersFromEnvironment();
-    const prepared = (input: RunInput): RunInput =>
-      run.value.spec.type === "ShadowFill" ? shadowFillRunInput(input, writeTable) : input;
-    result = await executeRun(
-      prepared({
-        run: { namespace: ref.namespace, name: ref.name, uid: raw.metadata?.uid },
-        job: { namespace: ref.namespace, name: run.value.spec.jobName, spec },
-        spec: run.value.spec,
-        connections: { source, target, kafkaBrokers },
-        maskingSalt,
-        requiredMasking,
-        breakerBounds,
+  // The run's span is a child of the admission span recorded on the run; every span and log line of
+  // the run is made inside its context.
+  const telemetry = new RunTelemetry(ref, contextFromTraceparent(raw.status?.traceContext));
+  const spec = (raw as { spec?: { jobName?: string; type?: string } }).spec;
+  telemetry.describe(spec?.jobName ?? "", spec?.type ?? "Batch");
+  return context.with(telemetry.context, async (): Promise<ClusterRunOutcome> => {
+    try {
+      const event = (record: EventRecord) => events.record(raw, { ...record, note: scrub(record.note) });
+      const attempts = (raw.status?.attempts ?? 0) + 1;
+      const recordedRunId = raw.status?.lineageRunId;
+      const lineageRunId = recordedRunId && isUuidV7(recordedRunId) ? recordedRunId : uuidv7();
+      const lineage = options.lineage ?? processLineageSink();
+      await status.write({
+        phase: "Running",
+        startTime: raw.status?.startTime ?? kubeTime(new Date()),
+        completionTime: null,
+        attempts,
+        rowsRead: 0,
+        rowsWritten: 0,
+        rowsRejected: 0,
+        rowsBuffered: null,
+        breaker: null,
         lineageRunId,
-        previousCursor,
-        signal: options.signal,
-      }),
-      {
-        onProgress: (counts) => status.progress({ ...counts }),
-        onStreamStatus: (stream) => status.progress(streamStatusPatch(stream)),
-        // Breaker transitions concern the job: `kubectl describe syncjob` shows them.
-        onEvent: (record) => void events.record(jobRaw, { ...record, note: scrub(record.note) }),
-        lineage,
-        stream: options.stream ?? defaultStreamRunner,
-        log: options.log,
-        progressIntervalMs: options.progressIntervalMs,
-        batchSize: options.batchSize,
-      },
-    );
-  } catch (error) {
-    failure = {
-      reason: error instanceof PreparationError ? error.reason : "PreparationFailed",
-      message: `SyncRun ${runKey} could not start: ${scrubbedErrorMessage(error, scrub)}`,
-    };
-    options.log?.warn({ run: runKey, reason: failure.reason }, failure.message);
-  }
+        message: `running (attempt ${attempts})`,
+      });
+      await event({ type: "Normal", reason: "RunStarted", note: `Runner started attempt ${attempts}.` });
 
-  const phase: RunPhase = result ? result.phase : "Failed";
-  const reason = result ? result.reason : failure!.reason;
-  const message = result ? result.message : failure!.message;
-  const finalStatus: Record<string, unknown> = {
-    phase,
-    // Millisecond precision (still RFC 3339): validations are ordered by when their runs finished,
-    // and two runs of a job can finish within one second.
-    completionTime: new Date().toISOString(),
-    rowsRead: result?.counts.rowsRead ?? 0,
-    rowsWritten: result?.counts.rowsWritten ?? 0,
-    rowsRejected: result?.counts.rowsRejected ?? 0,
-    cursor: result?.phase === "Succeeded" && result.cursor !== undefined ? result.cursor : null,
-    ...(result?.stream ? streamStatusPatch(result.stream) : {}),
-    validation: result?.validation
-      ? {
-          result: result.validation.result,
-          sourceRows: result.validation.sourceRows,
-          targetRows: result.validation.targetRows,
-          sourceChecksum: result.validation.sourceChecksum,
-          targetChecksum: result.validation.targetChecksum,
-        }
-      : null,
-    message,
-  };
-  const observedGeneration = raw.metadata?.generation;
-  await status.finish(finalStatus, [
-    { type: phase, status: "True", reason, message, observedGeneration },
-    ...(result?.validation
-      ? [
+      let result: RunResult | undefined;
+      let failure: { reason: string; message: string } | undefined;
+      try {
+        const run = validateSyncRun(raw);
+        if (!run.ok)
+          throw new PreparationError("InvalidRun", `the SyncRun is invalid: ${describeErrors(run.errors)}`);
+        const jobRaw = await readOrExplain(
+          () =>
+            custom.getNamespacedCustomObject({
+              ...SYNCJOBS,
+              namespace: ref.namespace,
+              name: run.value.spec.jobName,
+            }),
+          "JobNotFound",
+          `SyncJob ${ref.namespace}/${run.value.spec.jobName}`,
+        );
+        const job = validateSyncJob(jobRaw);
+        if (!job.ok)
+          throw new PreparationError("InvalidJob", `the SyncJob is invalid: ${describeErrors(job.errors)}`);
+        // In shadow mode the job writes to the shadow table: the runner is pointed at the table the
+        // job's shadow state names (controller/shadow/state.ts), and a ShadowFill run is a full copy there.
+        const shadow = job.value.status?.shadow;
+        const writeTable = writeTableOf(
+          shadow?.state ?? "None",
+          job.value.spec.target.sql.table,
+          shadow?.table,
+        );
+        const spec = specWritingTo(job.value.spec, writeTable);
+
+        const secret = (name: string, key: string) => readSecretValue(core, ref.namespace, name, key);
+        const target = await secret(
+          spec.target.sql.connectionSecretRef.name,
+          spec.target.sql.connectionSecretRef.key,
+        );
+        secrets.push(target);
+        const source = spec.source.sql
+          ? await secret(spec.source.sql.connectionSecretRef.name, spec.source.sql.connectionSecretRef.key)
+          : undefined;
+        if (source) secrets.push(source);
+        const saltRef = job.value.metadata.annotations?.[MASKING_SALT_ANNOTATION];
+        const maskingSalt = saltRef ? await secret(...splitSaltRef(saltRef)) : undefined;
+        if (maskingSalt) secrets.push(maskingSalt);
+        scrub = secretScrubber(secrets);
+
+        // Policy is decided once, by the controller: the scheduler recorded the job's effective policy
+        // on the run when it admitted it (docs/architecture.md). A run without that record was not
+        // admitted, and runs nothing: the masking it would have to apply is unknown.
+        const admitted = run.value.status?.policy;
+        if (!admitted)
+          throw new PreparationError(
+            "NotAdmitted",
+            "the run carries no admitted policy (status.policy): the syncgov controller records it when it admits the run, and only admitted runs are executed",
+          );
+        const requiredMasking: MaskingRequirement[] = admitted.requiredMasking.map((r) => ({ ...r }));
+        const breakerBounds: BreakerConfigInput[] = [admitted.breaker];
+        const previousCursor = run.value.spec.incremental
+          ? await lastCursor(custom, ref, run.value.spec.jobName)
+          : undefined;
+
+        const kafkaBrokers = spec.source.kafka?.brokers ?? options.kafkaBrokers ?? brokersFromEnvironment();
+        const prepared = (input: RunInput): RunInput =>
+          run.value.spec.type === "ShadowFill" ? shadowFillRunInput(input, writeTable) : input;
+        result = await executeRun(
+          prepared({
+            run: { namespace: ref.namespace, name: ref.name, uid: raw.metadata?.uid },
+            job: { namespace: ref.namespace, name: run.value.spec.jobName, spec },
+            spec: run.value.spec,
+            connections: { source, target, kafkaBrokers },
+            maskingSalt,
+            requiredMasking,
+            breakerBounds,
+            lineageRunId,
+            previousCursor,
+            signal: options.signal,
+          }),
           {
-            type: "Validated",
-            status: result.validation.result === "Passed" ? ("True" as const) : ("False" as const),
-            reason: result.validation.result === "Passed" ? "ChecksumsMatch" : "ChecksumsDiffer",
-            message: `source ${result.validation.sourceRows} rows (${result.validation.sourceChecksum}), target ${result.validation.targetRows} rows (${result.validation.targetChecksum})`,
-            observedGeneration,
+            onProgress: (counts) => {
+              telemetry.progress(counts);
+              status.progress({ ...counts });
+            },
+            onStreamStatus: (stream) => {
+              telemetry.stream(stream);
+              status.progress(streamStatusPatch(stream));
+            },
+            // Breaker transitions concern the job: `kubectl describe syncjob` shows them.
+            onEvent: (record) => void events.record(jobRaw, { ...record, note: scrub(record.note) }),
+            lineage,
+            stream: options.stream ?? defaultStreamRunner,
+            log: options.log,
+            progressIntervalMs: options.progressIntervalMs,
+            batchSize: options.batchSize,
           },
-        ]
-      : []),
-  ]);
-  await event({
-    type: phase === "Succeeded" ? "Normal" : "Warning",
-    reason: phase === "Succeeded" ? "RunSucceeded" : phase === "Cancelled" ? "RunCancelled" : "RunFailed",
-    note: message,
+        );
+      } catch (error) {
+        failure = {
+          reason: error instanceof PreparationError ? error.reason : "PreparationFailed",
+          message: `SyncRun ${runKey} could not start: ${scrubbedErrorMessage(error, scrub)}`,
+        };
+        options.log?.warn({ run: runKey, reason: failure.reason }, failure.message);
+      }
+
+      const phase: RunPhase = result ? result.phase : "Failed";
+      const reason = result ? result.reason : failure!.reason;
+      const message = result ? result.message : failure!.message;
+      const finalStatus: Record<string, unknown> = {
+        phase,
+        // Millisecond precision (still RFC 3339): validations are ordered by when their runs finished,
+        // and two runs of a job can finish within one second.
+        completionTime: new Date().toISOString(),
+        rowsRead: result?.counts.rowsRead ?? 0,
+        rowsWritten: result?.counts.rowsWritten ?? 0,
+        rowsRejected: result?.counts.rowsRejected ?? 0,
+        cursor: result?.phase === "Succeeded" && result.cursor !== undefined ? result.cursor : null,
+        ...(result?.stream ? streamStatusPatch(result.stream) : {}),
+        validation: result?.validation
+          ? {
+              result: result.validation.result,
+              sourceRows: result.validation.sourceRows,
+              targetRows: result.validation.targetRows,
+              sourceChecksum: result.validation.sourceChecksum,
+              targetChecksum: result.validation.targetChecksum,
+            }
+          : null,
+        message,
+      };
+      const observedGeneration = raw.metadata?.generation;
+      await status.finish(finalStatus, [
+        { type: phase, status: "True", reason, message, observedGeneration },
+        ...(result?.validation
+          ? [
+              {
+                type: "Validated",
+                status: result.validation.result === "Passed" ? ("True" as const) : ("False" as const),
+                reason: result.validation.result === "Passed" ? "ChecksumsMatch" : "ChecksumsDiffer",
+                message: `source ${result.validation.sourceRows} rows (${result.validation.sourceChecksum}), target ${result.validation.targetRows} rows (${result.validation.targetChecksum})`,
+                observedGeneration,
+              },
+            ]
+          : []),
+      ]);
+      await event({
+        type: phase === "Succeeded" ? "Normal" : "Warning",
+        reason: phase === "Succeeded" ? "RunSucceeded" : phase === "Cancelled" ? "RunCancelled" : "RunFailed",
+        note: message,
+      });
+      if (result?.validation?.result === "Failed") {
+        await event({ type: "Warning", reason: "ValidationFailed", note: message });
+      }
+      await flushLineage(lineage);
+      telemetry.finish(phase, result, message);
+      return { phase, result, alreadyFinished: false, message };
+    } catch (error) {
+      // Only API failures reach here; the run's own failures end in its status above.
+      telemetry.finish("Failed", undefined, describeApiError(error));
+      throw error;
+    }
   });
-  if (result?.validation?.result === "Failed") {
-    await event({ type: "Warning", reason: "ValidationFailed", note: message });
-  }
-  await flushLineage(lineage);
-  return { phase, result, alreadyFinished: false, message };
 }
 
 /** A realtime session's status as a merge patch: rates it cannot tell yet are removed, not kept. */

@@ -5,7 +5,7 @@
  * was decided on, so a run changed meanwhile is decided again rather than admitted twice.
  */
 
-import type { AdmittedPolicy, SyncRunStatus } from "../api/syncrun.ts";
+import type { SyncRunStatus } from "../api/syncrun.ts";
 import type { StoredObject } from "../cache/objects.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { kubeTime, setCondition } from "../kube/status.ts";
@@ -27,14 +27,15 @@ export interface Refusal {
 }
 
 /**
- * `policyOf` gives what an admitted run records of its job's effective policy (status.policy): the
- * runner enforces that record, so policy is decided once, here.
+ * `admittedStatus` gives what an admitted run records besides its phase and slot: its job's
+ * effective policy (status.policy; the runner enforces that record, so policy is decided once, here)
+ * and the trace of its admission (status.traceContext).
  */
 export function planAdmissionWrites(
   decisions: readonly Decision[],
   refused: readonly Refusal[],
   byKey: (key: string) => StoredObject | undefined,
-  policyOf: (run: StoredObject) => AdmittedPolicy | undefined,
+  admittedStatus: (run: StoredObject) => Pick<SyncRunStatus, "policy" | "traceContext">,
   now: Date,
 ): AdmissionWrite[] {
   const writes: AdmissionWrite[] = [];
@@ -56,11 +57,10 @@ export function planAdmissionWrites(
     const run = byKey(d.run.key);
     if (!run) continue;
     if (d.kind === "Admit" || d.kind === "Replace") {
-      const policy = policyOf(run);
       write(run, {
         phase: "Running",
         target: d.run.target,
-        ...(policy ? { policy } : {}),
+        ...admittedStatus(run),
         admittedAt: kubeTime(now),
         conditions: admitted(run, "True", "Admitted", "Admitted within the concurrency limits."),
       });

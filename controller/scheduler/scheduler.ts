@@ -7,6 +7,7 @@
  * starts the admitted ones.
  */
 
+import { context, type Span, trace } from "@opentelemetry/api";
 import type { ClusterCache } from "../cache/cluster.ts";
 import { keyOf, type StoredObject } from "../cache/objects.ts";
 import { isNotFound, SYNCRUNS, statusCodeOf } from "../kube/resource.ts";
@@ -14,10 +15,13 @@ import type { KubeWrites } from "../kube/writes.ts";
 import type { RunLauncher } from "../launcher/run-launcher.ts";
 import { admittedPolicy } from "../policy/admitted.ts";
 import type { ReconcileResult } from "../queue/workqueue.ts";
+import { traceparentOf } from "../telemetry/trace-context.ts";
 import { decideAdmissions } from "./admission.ts";
 import { admissionInput, type JobAdmission } from "./input.ts";
 import { type AdmissionWrite, planAdmissionWrites } from "./plan.ts";
 import { untilNextMinute } from "./windows.ts";
+
+const tracer = trace.getTracer("syncgov-controller");
 
 /** Status writes in parallel, bounded, as a controller's client would be. */
 const STATUS_WRITERS = 16;
@@ -86,11 +90,25 @@ export class AdmissionScheduler {
         }
       });
       if (!committed.ok) continue;
-      const policyOf = (run: StoredObject) => {
+      // Each admission is a span of the pass's trace; the run records it, so the runner's spans join it.
+      const admissions: Span[] = [];
+      const admittedStatus = (run: StoredObject) => {
         const effective = admissionOf(run.namespace ?? "", run.jobName ?? "")?.effective;
-        return effective ? admittedPolicy(effective) : undefined;
+        const span = tracer.startSpan(`admit ${run.namespace}/${run.name}`, {
+          attributes: { "syncgov.run": `${run.namespace}/${run.name}` },
+        });
+        admissions.push(span);
+        const traceContext = traceparentOf(trace.setSpan(context.active(), span));
+        return {
+          ...(effective ? { policy: admittedPolicy(effective) } : {}),
+          ...(traceContext ? { traceContext } : {}),
+        };
       };
-      await this.#write(planAdmissionWrites(decisions, refused, byKey, policyOf, now), signal);
+      try {
+        await this.#write(planAdmissionWrites(decisions, refused, byKey, admittedStatus, now), signal);
+      } finally {
+        for (const span of admissions) span.end();
+      }
       for (const d of decisions) {
         if (d.kind !== "Replace") continue;
         for (const c of d.cancel)

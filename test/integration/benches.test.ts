@@ -79,10 +79,12 @@ describe("the benches at a small size", () => {
   }, 300_000);
 
   it("breaker: the breaker opens, diverts 10,000-row chunks to the buffer, replays them, and no key is lost", async () => {
-    // Large enough that the session diverts full chunks of DEFAULT_MAX_ROWS_PER_CHUNK rows.
-    const r = await runBench("breaker", ["--records", "60000"], true);
+    // Large enough that the stream is still going when the target turns slow (at 60,000 records a
+    // fast session could write nearly everything first and never trip), and that the session diverts
+    // full chunks of DEFAULT_MAX_ROWS_PER_CHUNK rows.
+    const r = await runBench("breaker", ["--records", "150000"], true);
     expect(r.code, r.logFile).toBe(0);
-    expect(r.summary).toEqual(expect.objectContaining({ bench: "breaker", records: 60_000, lost: 0 }));
+    expect(r.summary).toEqual(expect.objectContaining({ bench: "breaker", records: 150_000, lost: 0 }));
   }, 300_000);
 
   it("admission: the controller decides every run, on an API server of its own", async () => {

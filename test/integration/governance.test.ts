@@ -25,6 +25,8 @@ interface Run {
     queueReason?: string;
     completionTime?: string;
     message?: string;
+    policy?: { policies: string[]; requiredMasking: unknown[]; breaker: object };
+    traceContext?: { traceparent: string };
   };
 }
 
@@ -214,6 +216,11 @@ describe("concurrencyPolicy", () => {
     const { first, second } = await twoRuns("Allow");
     expect(first.status?.phase).toBe("Running");
     expect(second.status?.phase).toBe("Running");
+    // Admission records what the runner enforces and the trace the runner's spans join.
+    for (const run of [first, second]) {
+      expect(run.status?.policy).toMatchObject({ requiredMasking: [], breaker: expect.any(Object) });
+      expect(run.status?.traceContext?.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+    }
   });
 
   it("Forbid skips the new run, with an event", async () => {
