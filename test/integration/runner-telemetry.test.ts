@@ -143,6 +143,10 @@ describe("runner telemetry", () => {
     expect(validations.some((p) => label(p, "result") === "Passed" && label(p, "job") === job)).toBe(true);
     // The target's own counters come from the same process.
     expect(metrics.some((m) => m.name === "syncgov_target_batches_total")).toBe(true);
+    const batches = metrics
+      .filter((m) => m.name === "syncgov_target_batch_duration_seconds")
+      .flatMap((m) => m.histogram!.dataPoints);
+    expect(batches.some((p) => label(p, "table") === target && Number(p.count) >= 1)).toBe(true);
 
     const span = spans().find((s) => s.name === `run ${run.namespace}/${run.name}`);
     expect(span, "the run's span").toBeDefined();

@@ -30,7 +30,7 @@
  */
 
 import { finished } from "node:stream/promises";
-import { type Counter, metrics } from "@opentelemetry/api";
+import { type Counter, type Histogram, metrics } from "@opentelemetry/api";
 import type pg from "pg";
 import copyStreams from "pg-copy-streams";
 import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
@@ -272,7 +272,21 @@ export class PostgresTarget {
    * One batch: by COPY or a plain INSERT unless a recent one met an existing key, else (or when it
    * does) by the upsert; see the module comment.
    */
+  /** One batch, timed: its duration (successful or not) is the batch latency the metrics show. */
   private async writeBatch(
+    table: CheckedTable,
+    batch: () => readonly Row[],
+    prepared?: PreparedCopy,
+  ): Promise<number> {
+    const began = performance.now();
+    try {
+      return await this.writeOneBatch(table, batch, prepared);
+    } finally {
+      this.meters.duration.record((performance.now() - began) / 1000, { table: this.table });
+    }
+  }
+
+  private async writeOneBatch(
     table: CheckedTable,
     batch: () => readonly Row[],
     prepared?: PreparedCopy,
@@ -430,7 +444,11 @@ export class PostgresTarget {
  * registers one at start, so in-process runs report on its /metrics; a runner process without one
  * counts into the no-op meter).
  */
-function targetMeters(): { readonly batches: Counter; readonly retries: Counter } {
+function targetMeters(): {
+  readonly batches: Counter;
+  readonly retries: Counter;
+  readonly duration: Histogram;
+} {
   const meter = metrics.getMeter("syncgov-runner");
   return {
     batches: meter.createCounter("syncgov_target_batches_total", {
@@ -438,6 +456,12 @@ function targetMeters(): { readonly batches: Counter; readonly retries: Counter 
     }),
     retries: meter.createCounter("syncgov_target_insert_retries_total", {
       description: "Copies and plain inserts that met an existing key and were written again as upserts",
+    }),
+    duration: meter.createHistogram("syncgov_target_batch_duration_seconds", {
+      description:
+        "Time to write one batch to a PostgreSQL target (the breaker's slow-call threshold applies to these)",
+      unit: "s",
+      advice: { explicitBucketBoundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] },
     }),
   };
 }
