@@ -59,6 +59,41 @@ program
     );
   });
 
+const crds = program
+  .command("crds")
+  .description(
+    "The CustomResourceDefinitions of this syncgov version (Helm installs them only on first install).",
+  );
+crds
+  .command("apply")
+  .description(
+    "Server-side apply this version's CRDs and wait until they are served: run it before `helm upgrade`.",
+  )
+  .option(
+    "--kubeconfig <path>",
+    "kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then in-cluster)",
+  )
+  .action(async (opts: { kubeconfig?: string }) => {
+    const { KubeConfig } = await import("@kubernetes/client-node");
+    const { applyCrds } = await import("./kube/crds.ts");
+    const kc = new KubeConfig();
+    if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+    else kc.loadFromDefault();
+    for (const name of await applyCrds(kc))
+      console.log(`customresourcedefinition.apiextensions.k8s.io/${name} applied`);
+  });
+crds
+  .command("print")
+  .description("Print this version's CRDs as YAML (e.g. for `kubectl apply --server-side -f -`).")
+  .action(async () => {
+    const { renderCrds } = await import("./api/generate.ts");
+    console.log(
+      renderCrds()
+        .map((c) => c.yaml)
+        .join("---\n"),
+    );
+  });
+
 program
   .command("validate")
   .description("Validate SyncJob, SyncRun and SyncPolicy manifests (YAML, several documents per file).")
