@@ -15,16 +15,7 @@
  *   realtime session's buffer and breaker, as last reported.
  */
 
-import {
-  type Attributes,
-  type Context,
-  context,
-  metrics,
-  propagation,
-  type Span,
-  SpanStatusCode,
-  trace,
-} from "@opentelemetry/api";
+import { type Attributes, type Context, metrics, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { RunCounts } from "./progress.ts";
 import type { RunResult, StreamStatus } from "./types.ts";
 

@@ -9,22 +9,20 @@
  * scheduler records at admission, which is why the step matters.
  */
 
-import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyManifests } from "../../controller/kube/apply.ts";
 import { currentCrds } from "../../controller/kube/crds.ts";
 import { SYNCRUNS } from "../../controller/kube/resource.ts";
 import { patchStatus } from "../../controller/kube/status.ts";
+import { execFileAsync } from "../env/services/process.ts";
 import { kubeConfig, testEnv, uniqueName } from "../support/env.ts";
 import { type Helm, obtainHelm } from "../support/helm.ts";
 import { kubeClients } from "../support/kube.ts";
 import { installCrds, kubectl, kubectlOk } from "../support/kubectl.ts";
 import { baseJob, repoPath } from "../support/manifests.ts";
 
-const execFileAsync = promisify(execFile);
 const CHART = repoPath("charts/syncgov");
 const release = uniqueName("life").slice(0, 30);
 const namespace = uniqueName("life-system");

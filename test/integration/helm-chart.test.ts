@@ -1,11 +1,12 @@
 import { spawn } from "node:child_process";
-import { createWriteStream, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createWriteStream, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
-import { execFileAsync, freePort, stopProcess } from "../env/services/process.ts";
+import { freePort, stopProcess } from "../env/services/process.ts";
 import { eventually } from "../support/controller.ts";
 import { testEnv, uniqueName } from "../support/env.ts";
+import { type CommandResult, type Helm, obtainHelm } from "../support/helm.ts";
 import { installCrds, kubectl, kubectlOk } from "../support/kubectl.ts";
 import { baseJob, repoPath } from "../support/manifests.ts";
 
@@ -126,41 +127,11 @@ interface PodSpec {
   affinity?: Record<string, unknown>;
 }
 
-let helmBinary = "";
+let helmClient: Helm | undefined;
 let workDir = "";
 
-interface CommandResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs helm against the test control plane, with its own config, cache and data directories. */
-async function helm(args: string[]): Promise<CommandResult> {
-  try {
-    const { stdout, stderr } = await execFileAsync(helmBinary, args, {
-      maxBuffer: 16 << 20,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: workDir,
-        KUBECONFIG: testEnv().kubeconfig,
-        HELM_CACHE_HOME: join(workDir, "helm-cache"),
-        HELM_CONFIG_HOME: join(workDir, "helm-config"),
-        HELM_DATA_HOME: join(workDir, "helm-data"),
-      },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === "number" ? e.code : -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
-
-async function helmOk(args: string[]): Promise<string> {
-  const r = await helm(args);
-  if (r.code !== 0) throw new Error(`helm ${args.join(" ")} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
+const helm = (args: string[]): Promise<CommandResult> => helmClient!.run(args);
+const helmOk = (args: string[]): Promise<string> => helmClient!.ok(args);
 
 let valuesFiles = 0;
 function valuesFile(values: object): string {
@@ -271,11 +242,8 @@ let overridden: Rendering = { text: "", objects: [] };
 
 beforeAll(async () => {
   // Built once from the Go module proxy (minutes), cached in ~/.cache/syncgov afterwards.
-  helmBinary = (
-    await execFileAsync("bash", [repoPath("test/env/obtain/helm.sh")], { maxBuffer: 1 << 20 })
-  ).stdout.trim();
   workDir = join(testEnv().runDir, `helm-chart-${suffix}`);
-  mkdirSync(workDir, { recursive: true });
+  helmClient = await obtainHelm(workDir);
   defaults = await render(release, namespace);
   overridden = await render(overrideRelease, overrideNamespace, overrideValues);
   for (const ns of [namespace, overrideNamespace, tenantNamespace])
@@ -283,7 +251,7 @@ beforeAll(async () => {
 }, 30 * 60_000);
 
 afterAll(async () => {
-  if (!helmBinary) return;
+  if (!helmClient) return;
   await helm(["uninstall", overrideRelease, "--namespace", overrideNamespace]);
   const clusterScoped = defaults.objects
     .filter((o) => o.kind === "ClusterRole" || o.kind === "ClusterRoleBinding")

@@ -1,11 +1,8 @@
-import { execFile } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { promisify } from "node:util";
+import { execFileAsync } from "../env/services/process.ts";
 import { testEnv } from "./env.ts";
 import { repoPath } from "./manifests.ts";
-
-const execFileAsync = promisify(execFile);
 
 export interface CommandResult {
   code: number;
