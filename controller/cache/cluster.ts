@@ -8,9 +8,8 @@
  */
 
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { SyncPolicy } from "../api/syncpolicy.ts";
+import { SyncPolicySpec } from "../api/syncpolicy.ts";
 import type { SyncRunStatus } from "../api/syncrun.ts";
-import { validateSyncPolicy } from "../api/validate.ts";
 import type { NamedPolicy, NamespaceSubject } from "../policy/effective.ts";
 import { type JobPolicyView, jobPolicyView } from "../policy/job-view.ts";
 import type { RegistryEvent, RegistrySnapshot } from "../registry/registry.ts";
@@ -28,7 +27,10 @@ export class ClusterCache {
   readonly registry: SyncRegistry;
   /** SyncRun keys by "namespace/job", kept in the same synchronous step as each registry commit. */
   readonly #runsByJob = new Map<string, Set<string>>();
-  readonly #policyCache = new Map<string, { rv: string | undefined; policy: NamedPolicy | undefined }>();
+  readonly #policyCache = new Map<
+    string,
+    { rv: string | undefined; policy: NamedPolicy | undefined; requiresMasking: boolean }
+  >();
   readonly #jobViews = new WeakMap<
     object,
     { policies: readonly NamedPolicy[]; labels: string; view: JobPolicyView }
@@ -88,19 +90,36 @@ export class ClusterCache {
       });
   }
 
-  /** SyncPolicies of the snapshot, parsed once per resourceVersion; invalid ones are left out. */
+  /**
+   * SyncPolicies of the snapshot, their specs parsed once per resourceVersion; invalid ones are left
+   * out (their status says why), and those of them that require masking are listed by
+   * invalidMaskingPolicies(), since leaving a masking requirement out would fail open.
+   */
   policies(): NamedPolicy[] {
-    const out: NamedPolicy[] = [];
+    return this.#parsedPolicies().flatMap((p) => (p.policy ? [p.policy] : []));
+  }
+
+  /** Invalid SyncPolicies whose spec requires masking: which columns they protect cannot be known. */
+  invalidMaskingPolicies(): string[] {
+    return this.#parsedPolicies().flatMap((p) => (p.policy || !p.requiresMasking ? [] : [p.name]));
+  }
+
+  #parsedPolicies(): { name: string; policy: NamedPolicy | undefined; requiresMasking: boolean }[] {
+    const out: { name: string; policy: NamedPolicy | undefined; requiresMasking: boolean }[] = [];
     for (const e of this.snapshot().ofKind("SyncPolicy")) {
-      const cached = this.#policyCache.get(e.name);
-      if (cached && cached.rv === e.resourceVersion) {
-        if (cached.policy) out.push(cached.policy);
-        continue;
+      let cached = this.#policyCache.get(e.name);
+      if (!cached || cached.rv !== e.resourceVersion) {
+        // The spec alone: a status this version does not know must not make a policy invalid.
+        const raw = (e.object as { spec?: { masking?: { requiredFor?: unknown } } }).spec;
+        const parsed = SyncPolicySpec.safeParse(raw);
+        cached = {
+          rv: e.resourceVersion,
+          policy: parsed.success ? { name: e.name, spec: parsed.data } : undefined,
+          requiresMasking: raw?.masking?.requiredFor !== undefined,
+        };
+        this.#policyCache.set(e.name, cached);
       }
-      const parsed = validateSyncPolicy(e.object);
-      const policy = parsed.ok ? { name: e.name, spec: (parsed.value as SyncPolicy).spec } : undefined;
-      this.#policyCache.set(e.name, { rv: e.resourceVersion, policy });
-      if (policy) out.push(policy);
+      out.push({ name: e.name, policy: cached.policy, requiresMasking: cached.requiresMasking });
     }
     return out;
   }

@@ -17,8 +17,7 @@ export function currentCrds(): KubernetesObject[] {
 
 /**
  * Server-side applies the CRDs (every x-kubernetes-* key kept) and waits until the API server
- * serves each one (Established) with its new schema (NamesAccepted and the stored generation
- * observed), or throws after `timeoutMs`.
+ * reports each one Established, or throws after `timeoutMs`.
  */
 export async function applyCrds(kc: KubeConfig, options: { timeoutMs?: number } = {}): Promise<string[]> {
   const applied = await applyManifests(kc, currentCrds(), { fieldManager: "syncgov-crds" });

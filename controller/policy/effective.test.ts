@@ -66,4 +66,14 @@ describe("effectivePolicy: what admission records for the runner", () => {
     expect(recorded.breaker).toEqual(breaker);
     expect(recorded.policies).toEqual(effective.policies);
   });
+
+  it("a masking requirement whose pattern is not a regular expression blocks the jobs it matches, not admission as a whole", () => {
+    const bad = policy("bad", {
+      enforcement: "Audit",
+      masking: { requiredFor: [{ columnPattern: "(ssn" }] },
+    });
+    const effective = effectivePolicy([bad], subject, ns);
+    expect(effective.verdict).toBe("Block");
+    expect(effective.violations[0]?.message).toContain("is not a valid regular expression");
+  });
 });

@@ -98,6 +98,15 @@ export function compiledRule(expression: string): CompiledRule {
   return c;
 }
 
+/** The pattern as a case-insensitive RegExp, or undefined when it is not a valid regular expression. */
+function columnPattern(source: string): RegExp | undefined {
+  try {
+    return new RegExp(source, "i");
+  } catch {
+    return undefined;
+  }
+}
+
 /** Evaluates every matching policy against the job; a pure function of its inputs. */
 export function effectivePolicy(
   all: readonly NamedPolicy[],
@@ -126,7 +135,17 @@ export function effectivePolicy(
       }
     }
     for (const req of p.spec.masking?.requiredFor ?? []) {
-      const pattern = new RegExp(req.columnPattern, "i");
+      const pattern = columnPattern(req.columnPattern);
+      if (!pattern) {
+        // Fails closed: a requirement whose columns cannot be known judges every job it matches.
+        violations.push({
+          policy: p.name,
+          rule: "masking",
+          enforcement: "Enforce",
+          message: `masking.requiredFor columnPattern ${JSON.stringify(req.columnPattern)} is not a valid regular expression`,
+        });
+        continue;
+      }
       const masked = new Map((job.spec.masking ?? []).map((m) => [m.column, m.transform]));
       for (const column of sensitiveColumns(job.spec)) {
         if (!pattern.test(column)) continue;

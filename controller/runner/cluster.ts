@@ -207,7 +207,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
         if (!admitted)
           throw new PreparationError(
             "NotAdmitted",
-            "the run carries no admitted policy (status.policy): the syncgov controller records it when it admits the run, and only admitted runs are executed",
+            "the run carries no admitted policy (status.policy): the syncgov controller records it when it admits the run, and only admitted runs are executed (if the controller did admit it, the SyncRun CRD may predate status.policy and the API server dropped it: run `syncgov crds apply`)",
           );
         const requiredMasking: MaskingRequirement[] = admitted.requiredMasking.map((r) => ({ ...r }));
         const breakerBounds: BreakerConfigInput[] = [admitted.breaker];

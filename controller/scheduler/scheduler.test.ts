@@ -135,6 +135,34 @@ describe("AdmissionScheduler", () => {
     expect(executor.started).toEqual([]);
   });
 
+  it("records the policy of a run a previous version admitted without it, so the runner will run it", async () => {
+    const legacy = run("a-1", "a", "Running");
+    const { kube, executor } = await pass([namespace, limit(5), job("a"), legacy]);
+    expect(kube.statusOf("SyncRun", "crm", "a-1")).toMatchObject({
+      phase: "Running",
+      policy: { policies: ["limits"], requiredMasking: [] },
+    });
+    expect(executor.started).toEqual(["crm/a-1"]);
+  });
+
+  it("admits nothing while a SyncPolicy that requires masking is invalid (fails closed)", async () => {
+    const broken = {
+      apiVersion: "syncgov.io/v1alpha1",
+      kind: "SyncPolicy",
+      metadata: { name: "pii", resourceVersion: "3" },
+      spec: {
+        enforcement: "Enforce",
+        masking: { requiredFor: [{ columnPattern: "email", transforms: ["rot13"] }] },
+      },
+    } as KubernetesObject;
+    const { kube, executor } = await pass([namespace, broken, job("a"), run("a-1", "a")]);
+    expect(kube.statusOf("SyncRun", "crm", "a-1")?.phase).toBe("Queued");
+    expect(String(kube.statusOf("SyncRun", "crm", "a-1")?.queueReason)).toContain(
+      "SyncPolicy pii is invalid and requires masking",
+    );
+    expect(executor.started).toEqual([]);
+  });
+
   it("refuses a run whose job does not exist", async () => {
     const { kube } = await pass([namespace, run("ghost-1", "ghost")]);
     expect(kube.events.map((e) => e.event.reason)).toEqual(["JobNotFound"]);

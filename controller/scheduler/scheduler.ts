@@ -8,6 +8,7 @@
  */
 
 import { context, type Span, trace } from "@opentelemetry/api";
+import type { SyncRunStatus } from "../api/syncrun.ts";
 import type { ClusterCache } from "../cache/cluster.ts";
 import { keyOf, type StoredObject } from "../cache/objects.ts";
 import { isNotFound, SYNCRUNS, statusCodeOf } from "../kube/resource.ts";
@@ -94,8 +95,12 @@ export class AdmissionScheduler {
       const admissions: Span[] = [];
       const admittedStatus = (run: StoredObject) => {
         const effective = admissionOf(run.namespace ?? "", run.jobName ?? "")?.effective;
+        // A trace of its own per run (a realtime session lives for days), linked to the pass that admitted it.
+        const pass = trace.getSpanContext(context.active());
         const span = tracer.startSpan(`admit ${run.namespace}/${run.name}`, {
+          root: true,
           attributes: { "syncgov.run": `${run.namespace}/${run.name}` },
+          ...(pass ? { links: [{ context: pass }] } : {}),
         });
         admissions.push(span);
         const traceContext = traceparentOf(trace.setSpan(context.active(), span));
@@ -109,6 +114,7 @@ export class AdmissionScheduler {
       } finally {
         for (const span of admissions) span.end();
       }
+      await this.#recordLegacyAdmissions(admissionOf, signal);
       for (const d of decisions) {
         if (d.kind !== "Replace") continue;
         for (const c of d.cancel)
@@ -119,6 +125,26 @@ export class AdmissionScheduler {
       return waitingForWindow ? { requeueAfter: untilNextMinute(now) } : undefined;
     }
     throw new Error("admission kept conflicting with other registry writes; retrying");
+  }
+
+  /**
+   * Runs a previous syncgov version admitted without recording their policy (status.policy): the
+   * runner refuses to run them, so their policy is recorded now, before the launcher (re)starts
+   * them, as their job's effective policy says today.
+   */
+  async #recordLegacyAdmissions(
+    admissionOf: (namespace: string, jobName: string) => JobAdmission | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const writes: AdmissionWrite[] = [];
+    for (const run of this.#deps.cache.snapshot().ofKind("SyncRun")) {
+      const status = (run.object as { status?: SyncRunStatus }).status;
+      if (status?.phase !== "Running" || status.policy) continue;
+      const admission = admissionOf(run.namespace ?? "", run.jobName ?? "");
+      if (!admission?.effective || admission.refusal) continue;
+      writes.push({ run, status: { policy: admittedPolicy(admission.effective) }, conditional: true });
+    }
+    if (writes.length > 0) await this.#write(writes, signal);
   }
 
   async #write(plan: readonly AdmissionWrite[], signal: AbortSignal): Promise<void> {
@@ -178,6 +204,12 @@ function jobAdmission(
 ): JobAdmission | undefined {
   const entry: StoredObject | undefined = cache.snapshot().get(keyOf("SyncJob", namespace, jobName));
   if (!entry) return undefined;
+  // Fails closed, as masking must: a policy whose masking requirement cannot be read may cover any job.
+  const unreadable = cache.invalidMaskingPolicies();
+  if (unreadable.length > 0)
+    return {
+      refusal: `SyncPolicy ${unreadable.join(", ")} is invalid and requires masking; no run is admitted until it is fixed (see its Ready condition)`,
+    };
   const view = cache.jobView(entry, policies);
   if (!view.job || !view.effective) return { refusal: `job ${jobName} is invalid (see its Valid condition)` };
   return {

@@ -201,11 +201,10 @@ export function fitDeadLetter(
     headers: { ...(message.headers ?? {}), [VALUE_OMITTED_HEADER]: note },
   };
   if (fits(withoutValue)) return withoutValue;
-  const own = Object.fromEntries(
-    Object.entries(message.headers ?? {}).filter(
-      ([name]) => name.startsWith("syncgov.error.") || name.startsWith("syncgov.source."),
-    ),
-  );
+  // Only the headers syncgov itself sets, by exact name: a producer's own header that merely looks
+  // like one could be of any size.
+  const ours = new Set<string>(Object.values(DEAD_LETTER_HEADERS));
+  const own = Object.fromEntries(Object.entries(message.headers ?? {}).filter(([name]) => ours.has(name)));
   const headersOnly: Message = {
     key: message.key ?? null,
     value: null,

@@ -122,6 +122,12 @@ describe("fitDeadLetter", () => {
     expect(own.headers?.["syncgov.error.reason"]).toBe("NotJson");
     expect(fits(own)).toBe(true);
 
+    // A producer's header that only looks like syncgov's is not kept either.
+    const lookalike = { key: "k", value: "v", headers: { ...origin, "syncgov.source.x": "x".repeat(5000) } };
+    const kept = fitDeadLetter(lookalike, fits, { bytes: 5100, limitBytes: limit });
+    expect(kept.headers?.["syncgov.source.x"]).toBeUndefined();
+    expect(fits(kept)).toBe(true);
+
     const bigKey = { key: "k".repeat(5000), value: "v", headers: origin };
     const keyless = fitDeadLetter(bigKey, fits, { bytes: 5100, limitBytes: limit });
     expect(keyless.key).toBeNull();

@@ -54,7 +54,14 @@ import { assertTopicName, consumerGroupLag, ensureTopic } from "./cluster.ts";
 import { deadLetterMessage, decodeMessage, fitDeadLetter } from "./dead-letter.ts";
 import type { DecodedMessages, MessageDecoder } from "./decoder.ts";
 import { BatchKeepAlive, errorSummary, sleep } from "./keep-alive.ts";
-import { clusterTopicLimit, fitsAlone, groupWithin, sendGroups, type TopicLimit } from "./limits.ts";
+import {
+  clusterTopicLimit,
+  fitsAlone,
+  groupWithin,
+  sendGroups,
+  type TopicLimit,
+  topicMessageLimit,
+} from "./limits.ts";
 
 /** A row and the Kafka key it travelled under (the key decides its partition, hence its order). */
 export interface KeyedRow {
@@ -373,7 +380,12 @@ export class KafkaSource {
       const admin = kafka.admin();
       await admin.connect();
       try {
-        await ensureTopic(admin, this.deadLetterTopic);
+        // A dead letter carries a source record (or a row decoded from one) plus error headers: a
+        // topic made here takes twice the source topic's limit, so values are not left out by default.
+        const source = await topicMessageLimit(admin, this.topic);
+        await ensureTopic(admin, this.deadLetterTopic, {
+          config: { "max.message.bytes": String(source.bytes * 2 + 65_536) },
+        });
       } finally {
         await admin.disconnect();
       }
@@ -629,13 +641,20 @@ export class KafkaSource {
         fitDeadLetter(o.message, (m) => fitsAlone(m, limitBytes), { bytes: o.bytes, limitBytes }),
       ]),
     );
-    const fitted =
-      trimmed.size === 0
-        ? groups
-        : groupWithin(
-            messages.map((m, i) => trimmed.get(i) ?? m),
-            limitBytes,
-          ).groups;
+    let fitted = groups;
+    if (trimmed.size > 0) {
+      const regrouped = groupWithin(
+        messages.map((m, i) => trimmed.get(i) ?? m),
+        limitBytes,
+      );
+      // Never dropped silently: a dead letter that fits nowhere (a limit of a few hundred bytes) stops
+      // the chunk, which is offered again, with the reason in the log.
+      if (regrouped.oversized.length > 0)
+        throw new Error(
+          `dead-letter topic ${this.deadLetterTopic} takes at most ${limitBytes} bytes: too little for even the error headers of a dead letter`,
+        );
+      fitted = regrouped.groups;
+    }
     try {
       await sendGroups(this.#producer!, this.deadLetterTopic, fitted);
     } catch (error) {
