@@ -307,6 +307,8 @@ describe("helm template", () => {
     expect(defaults.objects.map((o) => o.kind).sort()).toEqual([
       "ClusterRole",
       "ClusterRoleBinding",
+      // The Grafana dashboard (grafana_dashboard label), on by default.
+      "ConfigMap",
       "Deployment",
       "PodDisruptionBudget",
       "Role",
