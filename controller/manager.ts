@@ -9,7 +9,7 @@
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
-import { type Counter, type Histogram, metrics, SpanStatusCode, trace } from "@opentelemetry/api";
+import { type Counter, type Histogram, SpanStatusCode, trace } from "@opentelemetry/api";
 import { ClusterCache } from "./cache/cluster.ts";
 import { keyOf, type StoredKind, type StoredObject, stored } from "./cache/objects.ts";
 import { serverPort, startHttpServer } from "./http/server.ts";
@@ -40,6 +40,7 @@ import {
 } from "./runner/executors.ts";
 import { AdmissionScheduler } from "./scheduler/scheduler.ts";
 import { ShadowActionRunner } from "./shadow/actions.ts";
+import { controllerMetrics } from "./telemetry/controller-metrics.ts";
 import { type Logger, logger as rootLogger } from "./telemetry/logger.ts";
 import { Telemetry } from "./telemetry/telemetry.ts";
 
@@ -63,7 +64,6 @@ export interface ControllerOptions {
 
 const FIELD_MANAGER = "syncgov-controller";
 const SHUTDOWN_GRACE_MS = 10_000;
-const SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** The executor the options ask for; undefined for External (admitted runs are left to `syncgov run`). */
 function executorFor(kc: KubeConfig, opts: ControllerOptions): RunExecutor | undefined {
@@ -139,53 +139,14 @@ export class Controller {
     });
     this.#policies = new SyncPolicyController({ cache: this.cache, kube });
 
-    const meter = metrics.getMeter("syncgov-controller");
-    const depth = { value: 0 };
-    meter
-      .createObservableGauge("syncgov_workqueue_depth", { description: "Keys waiting in the work queue" })
-      .addCallback((r) => r.observe(depth.value));
-    const queueLatency = meter.createHistogram("syncgov_workqueue_queue_duration_seconds", {
-      description: "Time a key waits before a worker takes it",
-      unit: "s",
-      advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
+    const measured = controllerMetrics({
+      registryCounts: () => this.cache.snapshot().counts(BY_KIND_AND_PHASE),
+      registryVersion: () => this.cache.snapshot().version,
+      isLeader: () => this.elector.isLeader(),
     });
-    const retries = meter.createCounter("syncgov_workqueue_retries_total", {
-      description: "Keys re-queued after an error",
-    });
-    this.#newQueue = () =>
-      new WorkQueue({
-        metrics: {
-          depth: (n) => {
-            depth.value = n;
-          },
-          queueLatency: (s) => queueLatency.record(s),
-          retried: () => retries.add(1),
-        },
-      });
-    meter
-      .createObservableGauge("syncgov_registry_entries", {
-        description: "Objects in the registry, by kind and phase",
-      })
-      .addCallback((r) => {
-        for (const [key, n] of this.cache.snapshot().counts(BY_KIND_AND_PHASE)) {
-          const [kind, phase] = key.split("/");
-          r.observe(n, { kind, phase: phase || "None" });
-        }
-      });
-    meter
-      .createObservableGauge("syncgov_registry_version", { description: "Version of the registry snapshot" })
-      .addCallback((r) => r.observe(this.cache.snapshot().version));
-    meter
-      .createObservableGauge("syncgov_leader", { description: "1 while this replica leads" })
-      .addCallback((r) => r.observe(this.elector.isLeader() ? 1 : 0));
-    this.#reconcileTotal = meter.createCounter("syncgov_reconcile_total", {
-      description: "Reconciles by kind and result",
-    });
-    this.#reconcileDuration = meter.createHistogram("syncgov_reconcile_duration_seconds", {
-      description: "Reconcile duration by kind and result",
-      unit: "s",
-      advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
-    });
+    this.#newQueue = () => new WorkQueue({ metrics: measured.queue });
+    this.#reconcileTotal = measured.reconcileTotal;
+    this.#reconcileDuration = measured.reconcileDuration;
     this.elector = new LeaderElector({
       kubeConfig: kc,
       namespace: opts.leaseNamespace,
