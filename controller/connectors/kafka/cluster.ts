@@ -146,6 +146,16 @@ export async function ensureTopic(
   assertTopicName(topic);
   // Asking first keeps the usual case (the topic exists) free of a refused CreateTopics.
   if ((await admin.listTopics()).includes(topic)) return false;
+  // Right after a broker starts, or while another creator races this one, the wait for leaders can
+  // answer a retriable "does not host this topic-partition": ask again rather than fail the caller.
+  // A topic that exists by then (another creator won) is as good as one created here.
+  return retryRetriable(async () => {
+    if ((await admin.listTopics()).includes(topic)) return false;
+    return createTopic(admin, topic, settings);
+  });
+}
+
+function createTopic(admin: Admin, topic: string, settings: TopicSettings): Promise<boolean> {
   return admin.createTopics({
     waitForLeaders: true,
     topics: [
