@@ -10,7 +10,6 @@
  * the install takes seconds to tens of seconds.
  */
 
-import { spawn } from "node:child_process";
 import {
   mkdirSync,
   mkdtempSync,
@@ -24,16 +23,13 @@ import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type CommandOutput, runCommand } from "../env/services/process.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const NODE = process.execPath;
 const EXAMPLE = join(ROOT, "test", "examples", "batch-customers.yaml");
 
-interface Result {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+type Result = CommandOutput;
 
 /**
  * The environment of every command: Node 24 first on PATH (npm's own shebang and the scripts it runs
@@ -55,19 +51,7 @@ function tail(text: string, max = 6000): string {
 }
 
 function run(command: string, args: readonly string[], cwd: string): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd, env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    child.once("error", (error) => resolve({ code: null, stdout, stderr: `${stderr}${String(error)}` }));
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCommand(command, args, { cwd, env: childEnv() });
 }
 
 /** Runs one step; throws, naming the step, its command and its output, unless it exits 0. */

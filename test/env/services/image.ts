@@ -1,9 +1,9 @@
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { obtainScript } from "./common.ts";
+import { type CommandOutput, runCommand } from "./process.ts";
 
 /**
  * The container image built from the repository's Dockerfile, and the podman that builds and runs
@@ -40,28 +40,11 @@ export const CONTAINER_FLAGS: readonly string[] = [
   "host",
 ];
 
-export interface CommandResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type CommandResult = CommandOutput;
 
 /** Runs `podman <global flags> ...args`; resolves with its exit code and output, whatever the code. */
 export function podman(args: readonly string[], input?: string): Promise<CommandResult> {
-  return new Promise((resolve) => {
-    const child = spawn("podman", [...PODMAN_GLOBAL, ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    child.once("error", (error) => resolve({ code: null, stdout, stderr: `${stderr}${String(error)}` }));
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? "");
-  });
+  return runCommand("podman", [...PODMAN_GLOBAL, ...args], input === undefined ? {} : { input });
 }
 
 /** Like podman(), but throws with the command and its stderr unless it exits 0. */
@@ -84,26 +67,13 @@ const TOOLS_MISSING = 3;
  * Runs test/env/obtain/image-base.sh: installs podman, runc and mmdebstrap when missing (as root, with
  * apt-get), makes the base once and prints it. Any failure other than missing tools throws.
  */
-export function obtainImageBase(): Promise<ImageBase> {
+export async function obtainImageBase(): Promise<ImageBase> {
   const began = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("bash", [obtainScript("image-base.sh")], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    child.once("error", reject);
-    child.once("close", (code) => {
-      const lines = stderr.trim().split("\n");
-      if (code === 0) resolve({ ok: true, image: stdout.trim(), seconds: (Date.now() - began) / 1000 });
-      else if (code === TOOLS_MISSING) resolve({ ok: false, missing: lines.at(-1) ?? "" });
-      else reject(new Error(`image-base.sh failed (exit code ${code}):\n${lines.slice(-40).join("\n")}`));
-    });
-  });
+  const { code, stdout, stderr } = await runCommand("bash", [obtainScript("image-base.sh")]);
+  const lines = stderr.trim().split("\n");
+  if (code === 0) return { ok: true, image: stdout.trim(), seconds: (Date.now() - began) / 1000 };
+  if (code === TOOLS_MISSING) return { ok: false, missing: lines.at(-1) ?? "" };
+  throw new Error(`image-base.sh failed (exit code ${code}):\n${lines.slice(-40).join("\n")}`);
 }
 
 /**

@@ -7,6 +7,42 @@ import { promisify } from "node:util";
 
 export const execFileAsync = promisify(execFile);
 
+/** What a finished command printed, and how it exited (null: it could not start, or a signal ended it). */
+export interface CommandOutput {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs a command to its end and resolves with its exit code and output, whatever the code (unlike
+ * execFileAsync, which rejects on a non-zero exit); `input` goes to its stdin.
+ */
+export function runCommand(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {},
+): Promise<CommandOutput> {
+  return new Promise((resolve) => {
+    const child = spawn(command, [...args], {
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+      ...(options.env ? { env: options.env } : {}),
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk;
+    });
+    child.once("error", (error) => resolve({ code: null, stdout, stderr: `${stderr}${String(error)}` }));
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(options.input ?? "");
+  });
+}
+
 /**
  * Stops a child process: SIGTERM, then SIGKILL if it is still running after `graceMs`. Resolves once
  * it has exited (at once if it already had).
