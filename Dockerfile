@@ -14,13 +14,15 @@ FROM ${BASE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # Dependency install scripts are not run here: they fetch a Node binary and PostgreSQL's (the tests'),
-# and patch kafkajs (the final stage's job); compiling needs none of them. npm's cache is a cache
-# mount, kept between builds and never part of an image.
+# which compiling does not need. npm's cache is a cache mount, kept between builds and never part of
+# an image.
 RUN --mount=type=cache,id=syncgov-npm,target=/root/.npm \
     npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY controller/ controller/
-RUN npm run build
+# The kafkajs patch (the repository's `prepare` script; patch-package is a dev dependency): the final
+# stage takes this patched kafkajs, the lockfile's same version.
+RUN npx patch-package --patch-dir controller/connectors/kafka/patches && npm run build
 
 # --- final: production dependencies and dist/, owned by root and read-only to the user -------------
 FROM ${BASE}
@@ -28,11 +30,12 @@ FROM ${BASE}
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-# postinstall (patch-package) applies the kafkajs patch from here. /tmp is a tmpfs for this step:
-# npm leaves its compile cache there, which the image has no use for.
-COPY controller/connectors/kafka/patches/ controller/connectors/kafka/patches/
+# No production dependency has an install script, and the repository's own `prepare` (the kafkajs
+# patch) needs a dev dependency: scripts are off, and the patched kafkajs comes from the build stage.
+# /tmp is a tmpfs for this step: npm leaves its compile cache there, which the image has no use for.
 RUN --mount=type=cache,id=syncgov-npm,target=/root/.npm --mount=type=tmpfs,target=/tmp \
-    npm ci --omit=dev --no-audit --no-fund
+    npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+COPY --from=build /src/node_modules/kafkajs/ node_modules/kafkajs/
 COPY --from=build /src/dist/ dist/
 # `syncgov` on PATH: the chart's and the runner Jobs' command. The CLI's shebang finds node on PATH;
 # Node resolves the link, so the CLI finds package.json and its sibling entry files from /app.
