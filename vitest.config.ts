@@ -12,7 +12,8 @@ export default defineConfig({
       {
         test: {
           name: "integration",
-          include: ["test/integration/**/*.test.ts"],
+          // test/security acts as hostile tenants against the same real servers (docs/security.md).
+          include: ["test/integration/**/*.test.ts", "test/security/**/*.test.ts"],
           globalSetup: ["test/env/global-setup.ts"],
           // Lineage goes to the console by default; tests that check it choose their transport.
           env: { SYNCGOV_LINEAGE: "none" },

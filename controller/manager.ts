@@ -40,6 +40,7 @@ import {
 } from "./runner/executors.ts";
 import { AdmissionScheduler } from "./scheduler/scheduler.ts";
 import { ShadowActionRunner } from "./shadow/actions.ts";
+import { requestGuardState } from "./shadow/request-policy.ts";
 import { controllerMetrics } from "./telemetry/controller-metrics.ts";
 import { type Logger, logger as rootLogger } from "./telemetry/logger.ts";
 import { Telemetry } from "./telemetry/telemetry.ts";
@@ -136,6 +137,7 @@ export class Controller {
         cancelRun: (namespace, name) => launcher.cancel(namespace, name),
       }),
       beforeReconcile: () => this.#scheduler.idle(),
+      requestGuard: () => requestGuardState(kc),
     });
     this.#policies = new SyncPolicyController({ cache: this.cache, kube });
 

@@ -2,6 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "nod
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
+import { requestPolicyObjects } from "./admission.ts";
 import { customResourceDefinition } from "./crd.ts";
 import { GROUP, RESOURCES } from "./resources.ts";
 
@@ -39,6 +40,19 @@ export function renderCrds(): { file: string; yaml: string }[] {
   }));
 }
 
+/**
+ * The admission policies that ship with the CRDs (./admission.ts), one multi-document file: Helm
+ * installs it from the chart's crds/ with them, and `syncgov crds apply` applies both.
+ */
+export function renderAdmissionPolicies(): { file: string; yaml: string } {
+  return {
+    file: `${GROUP}_admission-policies.yaml`,
+    yaml: `# Generated from controller/api/admission.ts by 'npm run generate'. Do not edit.\n${requestPolicyObjects()
+      .map((o) => stringify(o, { lineWidth: 0 }))
+      .join("---\n")}`,
+  };
+}
+
 /** The chart's copies of the baseline policies: each file verbatim under a header naming its source. */
 export function renderChartPolicies(sourceDir = BASELINE_POLICY_DIR): { file: string; yaml: string }[] {
   return readdirSync(sourceDir)
@@ -59,7 +73,7 @@ export function renderChartPolicies(sourceDir = BASELINE_POLICY_DIR): { file: st
  * generated is stale.
  */
 export function generatedFiles(): GeneratedFile[] {
-  const crds = renderCrds();
+  const crds = [...renderCrds(), renderAdmissionPolicies()];
   return [
     ...[CRD_DIR, CHART_CRD_DIR].flatMap((dir) => crds.map(({ file, yaml }) => ({ dir, file, text: yaml }))),
     ...renderChartPolicies().map(({ file, yaml }) => ({ dir: CHART_POLICY_DIR, file, text: yaml })),

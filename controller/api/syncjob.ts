@@ -439,6 +439,14 @@ export const SyncJobStatus = z
           .max(1024)
           .optional()
           .describe("The last syncgov.io/rollback value handled."),
+        approvedBy: z
+          .string()
+          .max(512)
+          .optional()
+          .describe(
+            "Who approved the latest swap: the user the API server admitted as syncgov.io/requested-by with the approval.",
+          ),
+        rolledBackBy: z.string().max(512).optional().describe("Who requested the latest rollback."),
       })
       .optional()
       .describe("Shadow-table fallback state."),

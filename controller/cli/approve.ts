@@ -1,13 +1,15 @@
 /**
  * `syncgov approve <namespace>/<job>` and `syncgov rollback <namespace>/<job>`: a person's requests
  * to swap a filled shadow table in, or to swap the retired table back. Each reads the SyncJob, says
- * what will happen (or why nothing can), and sets the request annotation to a fresh value with the
- * caller's own kubeconfig, so Kubernetes RBAC (patch on syncjobs.syncgov.io) decides who may. The
+ * what will happen (or why nothing can), and sets the request annotation to a fresh value, with the
+ * caller's name in syncgov.io/requested-by, using the caller's own kubeconfig: the API server admits
+ * it only from a user with the RBAC verb approve (rollback) on the job (api/admission.ts). The
  * controller acts on the annotation; the command does not touch the database.
  */
 
 import { randomBytes } from "node:crypto";
 import {
+  AuthenticationV1Api,
   CustomObjectsApi,
   KubeConfig,
   type KubernetesObject,
@@ -96,13 +98,22 @@ export async function requestShadowChange(
       return { accepted: true, lines: [...lines, "Dry run: nothing was changed."] };
     }
     const token = requestToken(now, randomBytes(4).toString("hex"));
+    let user: string;
+    try {
+      user = await whoAmI(options.kubeConfig);
+    } catch (error) {
+      return {
+        accepted: false,
+        lines: [...lines, `Not done: the API server did not say who you are (${describeApiError(error)}).`],
+      };
+    }
     try {
       await api.patchNamespacedCustomObject(
         {
           ...SYNCJOBS,
           namespace: ref.namespace,
           name: ref.name,
-          body: requestPatch(job, plan.annotation, token),
+          body: requestPatch(job, plan.annotation, token, user),
         },
         setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
       );
@@ -122,6 +133,16 @@ export async function requestShadowChange(
       ],
     };
   }
+}
+
+/** The caller's user name as the API server authenticates it (SelfSubjectReview). */
+async function whoAmI(kc: KubeConfig): Promise<string> {
+  const review = await kc
+    .makeApiClient(AuthenticationV1Api)
+    .createSelfSubjectReview({ body: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" } });
+  const user = review.status?.userInfo?.username;
+  if (!user) throw new Error("SelfSubjectReview returned no user name");
+  return user;
 }
 
 function readProblem(error: unknown, key: string): string {
@@ -185,10 +206,10 @@ export function registerShadowCommands(program: Command, output: CommandOutput =
       });
   add(
     "approve",
-    "Approve the pending shadow-table swap of a SyncJob in AwaitingApproval (needs RBAC patch on syncjobs).",
+    "Approve the pending shadow-table swap of a SyncJob in AwaitingApproval (needs the RBAC verbs patch and approve on syncjobs).",
   );
   add(
     "rollback",
-    "Swap the retired table of a Swapped SyncJob back in, while it is kept (needs RBAC patch on syncjobs).",
+    "Swap the retired table of a Swapped SyncJob back in, while it is kept (needs the RBAC verbs patch and rollback on syncjobs).",
   );
 }

@@ -6,6 +6,7 @@
  */
 
 import { ApiextensionsV1Api, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { requestPolicyObjects } from "../api/admission.ts";
 import { customResourceDefinition } from "../api/crd.ts";
 import { RESOURCES } from "../api/resources.ts";
 import { applyManifests } from "./apply.ts";
@@ -35,5 +36,7 @@ export async function applyCrds(kc: KubeConfig, options: { timeoutMs?: number } 
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
+  // The admission policies that guard the CRDs' objects (api/admission.ts) come with them.
+  await applyManifests(kc, requestPolicyObjects() as KubernetesObject[], { fieldManager: "syncgov-crds" });
   return names;
 }

@@ -11,7 +11,12 @@ import { keyOf } from "../cache/objects.ts";
 import { controllerReference } from "../kube/ownership.ts";
 import { isNotFound, SYNCJOBS } from "../kube/resource.ts";
 import type { KubeWrites } from "../kube/writes.ts";
-import { shadowStatusPatch } from "../shadow/state.ts";
+import {
+  hasPendingRequest,
+  type RequestGuard,
+  type ShadowStatus,
+  shadowStatusPatch,
+} from "../shadow/state.ts";
 import type { ObjectKey, ReconcileResult, Reconciler } from "./reconciler.ts";
 import { decideJob, type JobDecision } from "./syncjob.ts";
 
@@ -30,6 +35,11 @@ export interface SyncJobControllerDeps {
    * (their writes, mostly status mirrors, would compete with admission for the API server).
    */
   readonly beforeReconcile?: () => Promise<void>;
+  /**
+   * Whether the API server guards shadow requests (request-policy.ts); asked only when a job carries
+   * an approval or rollback not yet handled. Without it such requests are refused.
+   */
+  readonly requestGuard?: () => Promise<RequestGuard>;
 }
 
 export class SyncJobController implements Reconciler {
@@ -49,6 +59,10 @@ export class SyncJobController implements Reconciler {
     // A namespace being deleted takes the job with it and refuses new objects: nothing to do.
     if (snap.get(keyOf("Namespace", undefined, namespace))?.phase === "Terminating") return undefined;
     const policies = cache.policies();
+    const shadowStatus = (entry.object as { status?: { shadow?: ShadowStatus } }).status?.shadow;
+    const requestGuard = hasPendingRequest(shadowStatus, entry.object.metadata?.annotations)
+      ? await this.#deps.requestGuard?.()
+      : undefined;
     const decision = decideJob({
       object: entry.object,
       policies,
@@ -56,6 +70,7 @@ export class SyncJobController implements Reconciler {
       runs: cache.runsOf(namespace, entry.name),
       now: this.#deps.now?.() ?? new Date(),
       view: cache.jobView(entry, policies),
+      ...(requestGuard ? { requestGuard } : {}),
     });
     if (decision.shadow && decision.job) {
       const failure = await this.#deps.shadow.perform(entry.object, decision);

@@ -6,7 +6,7 @@ import type { EventRecord } from "../kube/events.ts";
 import { kubeTime } from "../kube/status.ts";
 import type { EffectivePolicy, NamedPolicy, NamespaceSubject } from "../policy/effective.ts";
 import { type JobPolicyView, jobPolicyView } from "../policy/job-view.ts";
-import { decideShadow, type ShadowDecision, type ShadowStatus } from "../shadow/state.ts";
+import { decideShadow, type RequestGuard, type ShadowDecision, type ShadowStatus } from "../shadow/state.ts";
 import { decideCleanup } from "./job/cleanup.ts";
 import { ConditionLedger } from "./job/ledger.ts";
 import { mirrorBreaker, mirrorValidation } from "./job/mirror.ts";
@@ -52,6 +52,8 @@ export interface JobInput {
   now: Date;
   /** jobPolicyView of this object, policies and namespace, when the caller has it already. */
   view?: JobPolicyView;
+  /** Whether the API server guards shadow requests; without it approvals and rollbacks are refused. */
+  requestGuard?: RequestGuard;
 }
 
 /**
@@ -119,6 +121,7 @@ export function decideJob(input: JobInput): JobDecision {
     },
     status: current.shadow as ShadowStatus | undefined,
     annotations: object.metadata?.annotations,
+    requestGuard: input.requestGuard,
     validations: runs
       .filter((r) => r.validation && isFinishedPhase(r.phase))
       .map((r) => ({ run: r.name, result: r.validation!.result, finishedAt: r.completionTime ?? "" })),

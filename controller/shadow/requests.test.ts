@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { retiredTableName } from "./names.ts";
 import { planApproval, planRollback, requestPatch, shadowJobView } from "./requests.ts";
-import { APPROVE_SWAP_ANNOTATION, ROLLBACK_ANNOTATION } from "./state.ts";
+import { APPROVE_SWAP_ANNOTATION, REQUESTED_BY_ANNOTATION, ROLLBACK_ANNOTATION } from "./state.ts";
 
 const swappedAt = new Date("2024-03-01T00:00:00Z");
 const retired = retiredTableName("analytics.orders", swappedAt);
@@ -87,9 +87,12 @@ describe("planRollback", () => {
 });
 
 describe("requestPatch", () => {
-  it("sets only the annotation, guarded by the resourceVersion the plan was made from", () => {
-    expect(requestPatch(job(undefined), APPROVE_SWAP_ANNOTATION, "tok")).toEqual({
-      metadata: { resourceVersion: "42", annotations: { [APPROVE_SWAP_ANNOTATION]: "tok" } },
+  it("sets the request and its requester only, guarded by the resourceVersion the plan was made from", () => {
+    expect(requestPatch(job(undefined), APPROVE_SWAP_ANNOTATION, "tok", "ann")).toEqual({
+      metadata: {
+        resourceVersion: "42",
+        annotations: { [APPROVE_SWAP_ANNOTATION]: "tok", [REQUESTED_BY_ANNOTATION]: "ann" },
+      },
     });
   });
 });

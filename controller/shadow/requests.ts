@@ -4,8 +4,9 @@
  * web console) refuse and explain exactly as the controller's state machine will decide: both use
  * approvalRefusal and rollbackRefusal from ./state.ts.
  *
- * A request is authorised by Kubernetes RBAC alone: it is a patch of the SyncJob's annotations made
- * with the requester's own credentials, so whoever may patch `syncjobs` in the namespace may approve.
+ * A request is a patch of the SyncJob's annotations made with the requester's own credentials; the
+ * API server admits it only from a user with the RBAC verb approve (rollback) on the job, who names
+ * themself in syncgov.io/requested-by (api/admission.ts) — editing the job is not enough.
  */
 
 import type { KubernetesObject } from "@kubernetes/client-node";
@@ -14,6 +15,7 @@ import { shadowTableName } from "./names.ts";
 import {
   APPROVE_SWAP_ANNOTATION,
   approvalRefusal,
+  REQUESTED_BY_ANNOTATION,
   ROLLBACK_ANNOTATION,
   retiredExpiry,
   rollbackRefusal,
@@ -142,11 +144,14 @@ export function requestPatch(
   job: ShadowJobView,
   annotation: string,
   token: string,
+  user: string,
 ): { metadata: { resourceVersion?: string; annotations: Record<string, string> } } {
   return {
     metadata: {
       ...(job.resourceVersion ? { resourceVersion: job.resourceVersion } : {}),
-      annotations: { [annotation]: token },
+      // The API server admits the request only from a user with the verb approve (rollback), and
+      // the requester only as that user's own name (api/admission.ts).
+      annotations: { [annotation]: token, [REQUESTED_BY_ANNOTATION]: user },
     },
   };
 }

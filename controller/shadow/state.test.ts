@@ -5,6 +5,7 @@ import {
   AWAITING_APPROVAL_CONDITION,
   approvalRefusal,
   decideShadow,
+  REQUESTED_BY_ANNOTATION,
   ROLLBACK_ANNOTATION,
   rollbackRefusal,
   SHADOW_MODE_CONDITION,
@@ -23,16 +24,26 @@ const DAY = 86_400_000;
 const at = (ms: number) => new Date(T0 + ms);
 const iso = (ms: number) => `${at(ms).toISOString().slice(0, 19)}Z`;
 
+/**
+ * A decision's input. Requests come from "ann" through an installed guard (the API server's
+ * admission policy) unless a test says otherwise.
+ */
 function input(overrides: Partial<ShadowInput> = {}): ShadowInput {
+  const annotations = overrides.annotations ?? {};
+  const requested = APPROVE_SWAP_ANNOTATION in annotations || ROLLBACK_ANNOTATION in annotations;
   return {
     job: { namespace: "payments", name: "orders", generation: 4 },
     target: TARGET,
     settings: { enabled: true, failedValidationsBeforeShadow: 3, retiredTableTtlSeconds: 86_400 },
     status: undefined,
-    annotations: {},
     validations: [],
     now: at(0),
+    requestGuard: { installed: true },
     ...overrides,
+    annotations:
+      requested && !(REQUESTED_BY_ANNOTATION in annotations)
+        ? { ...annotations, [REQUESTED_BY_ANNOTATION]: "ann" }
+        : annotations,
   };
 }
 
@@ -337,11 +348,58 @@ describe("decideShadow: approval and swap", () => {
     expect(d.actions).toEqual([]);
     expect(d.events).toHaveLength(1);
     expect(d.events[0]).toMatchObject({ type: "Normal", reason: "SwapApproved" });
+    expect(d.events[0]!.note).toMatch(/^Swap approved by ann: /);
+    expect(d.status.approvedBy).toBe("ann");
     expect(d.writeTable).toBe(SHADOW);
     expect(condition(d, AWAITING_APPROVAL_CONDITION)).toMatchObject({
       status: "False",
       reason: "SwapApproved",
     });
+  });
+
+  it.each([
+    {
+      name: "the API server's guard is not installed",
+      guard: {
+        installed: false as const,
+        reason: "ValidatingAdmissionPolicy syncgov-shadow-requests is not installed",
+      },
+      annotations: { [APPROVE_SWAP_ANNOTATION]: "t1", [REQUESTED_BY_ANNOTATION]: "ann" },
+      why: "ValidatingAdmissionPolicy syncgov-shadow-requests is not installed",
+    },
+    {
+      name: "the controller never learnt whether the guard is installed",
+      guard: undefined,
+      annotations: { [APPROVE_SWAP_ANNOTATION]: "t1", [REQUESTED_BY_ANNOTATION]: "ann" },
+      why: "the controller has not verified that the API server guards shadow requests",
+    },
+    {
+      name: "no requester is named",
+      guard: { installed: true as const },
+      annotations: { [APPROVE_SWAP_ANNOTATION]: "t1", [REQUESTED_BY_ANNOTATION]: "" },
+      why: "syncgov.io/requested-by does not name who made it",
+    },
+  ])("refuses an approval, once and for good, when $name", ({ guard, annotations, why }) => {
+    const a = awaiting();
+    const d = decideShadow({
+      ...input({ status: a.status, annotations, now: at(20 * 60_000) }),
+      requestGuard: guard,
+    });
+    expect(d.status.state).toBe("AwaitingApproval");
+    expect(d.status.handledApproval).toBe("t1");
+    expect(d.status.approvedBy).toBeUndefined();
+    expect(d.actions).toEqual([]);
+    expect(d.events).toEqual([
+      expect.objectContaining({
+        type: "Warning",
+        reason: "ApprovalRefused",
+        note: expect.stringContaining(why),
+      }),
+    ]);
+    // The same token is never acted on later, even once the guard is there.
+    const later = decideShadow(input({ status: d.status, annotations, now: at(21 * 60_000) }));
+    expect(later.status.state).toBe("AwaitingApproval");
+    expect(later.events).toEqual([]);
   });
 
   it("swaps in Swapping and lands in Swapped: writes back to the target name, counting restarts", () => {
@@ -583,6 +641,6 @@ describe("shadowStatusPatch", () => {
       retiredTable: "a.b__retired_20240301000000",
       table: null,
     });
-    expect(Object.values(patch).filter((v) => v === null)).toHaveLength(7);
+    expect(Object.values(patch).filter((v) => v === null)).toHaveLength(9);
   });
 });

@@ -35,15 +35,19 @@
  *   event, never remembered: a person approves a shadow table they could have reviewed.
  */
 
+import { APPROVE_SWAP_ANNOTATION, REQUESTED_BY_ANNOTATION, ROLLBACK_ANNOTATION } from "../api/admission.ts";
 import { isFinishedPhase } from "../api/phases.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { type ConditionUpdate, kubeTime } from "../kube/status.ts";
 import { fillRunName, isRetiredTableOf, retiredAtOf, retiredTableName, shadowTableName } from "./names.ts";
 
-/** Set to a new value to approve the pending swap: `syncgov approve <ns>/<job>` does it. */
-export const APPROVE_SWAP_ANNOTATION = "syncgov.io/approve-swap";
-/** Set to a new value to swap the retired table back in: `syncgov rollback <ns>/<job>` does it. */
-export const ROLLBACK_ANNOTATION = "syncgov.io/rollback";
+/** The request annotations, guarded by the API server (api/admission.ts). */
+export { APPROVE_SWAP_ANNOTATION, REQUESTED_BY_ANNOTATION, ROLLBACK_ANNOTATION };
+
+/** Whether the API server guards request annotations (./request-policy.ts checks it). */
+export type RequestGuard =
+  | { readonly installed: true }
+  | { readonly installed: false; readonly reason: string };
 
 export const SHADOW_MODE_CONDITION = "ShadowMode";
 export const AWAITING_APPROVAL_CONDITION = "AwaitingApproval";
@@ -73,6 +77,10 @@ export interface ShadowStatus {
   handledApproval?: string | undefined;
   /** The last rollback annotation value acted on or refused. */
   handledRollback?: string | undefined;
+  /** Who approved the latest swap (syncgov.io/requested-by, as the API server admitted it). */
+  approvedBy?: string | undefined;
+  /** Who requested the latest rollback. */
+  rolledBackBy?: string | undefined;
 }
 
 /** A finished run's validation: Validation runs, and Batch runs that validate at their end. */
@@ -110,6 +118,11 @@ export interface ShadowInput {
   readonly status: ShadowStatus | undefined;
   /** metadata.annotations. */
   readonly annotations: Readonly<Record<string, string>> | undefined;
+  /**
+   * Whether the API server guards the request annotations; requests are refused without it (the
+   * default), since then anyone who may edit the job could have set them.
+   */
+  readonly requestGuard?: RequestGuard | undefined;
   /** Validations of this job's finished runs, in any order; those already counted are skipped. */
   readonly validations: readonly ValidationOutcome[];
   /** The run named status.fillRun, when the informer has it. */
@@ -214,6 +227,32 @@ export function retiredExpiry(retired: string, ttlSeconds: number): Date | undef
   return at === undefined ? undefined : new Date(at.getTime() + ttlSeconds * 1000);
 }
 
+/** Who made a request, or why it cannot be attributed to anyone and is refused. */
+function requester(input: ShadowInput): { user: string } | { refusal: string } {
+  const guard = input.requestGuard ?? {
+    installed: false,
+    reason: "the controller has not verified that the API server guards shadow requests",
+  };
+  if (!guard.installed) return { refusal: guard.reason };
+  const user = input.annotations?.[REQUESTED_BY_ANNOTATION];
+  if (user === undefined || user === "")
+    return {
+      refusal: `${REQUESTED_BY_ANNOTATION} does not name who made it ('syncgov approve' and 'syncgov rollback' set it)`,
+    };
+  return { user };
+}
+
+/** Whether the job carries an approval or rollback not yet handled (decideShadow then needs the guard). */
+export function hasPendingRequest(
+  status: ShadowStatus | undefined,
+  annotations: Readonly<Record<string, string>> | undefined,
+): boolean {
+  return (
+    newToken(annotations?.[APPROVE_SWAP_ANNOTATION], status?.handledApproval) !== undefined ||
+    newToken(annotations?.[ROLLBACK_ANNOTATION], status?.handledRollback) !== undefined
+  );
+}
+
 function newToken(value: string | undefined, handled: string | undefined): string | undefined {
   return value !== undefined && value !== "" && value !== handled ? value : undefined;
 }
@@ -288,8 +327,10 @@ export function decideShadow(input: ShadowInput): ShadowDecision {
   const rollback = newToken(input.annotations?.[ROLLBACK_ANNOTATION], prev.handledRollback);
   if (rollback !== undefined) {
     next.handledRollback = rollback;
-    const refusal = rollbackRefusal(prev, target, settings.retiredTableTtlSeconds, now);
-    if (refusal !== undefined) {
+    const by = requester(input);
+    const refusal =
+      "refusal" in by ? by.refusal : rollbackRefusal(prev, target, settings.retiredTableTtlSeconds, now);
+    if (refusal !== undefined || "refusal" in by) {
       events.push({
         type: "Warning",
         reason: "RollbackRefused",
@@ -299,11 +340,11 @@ export function decideShadow(input: ShadowInput): ShadowDecision {
       const retired = prev.retiredTable!;
       actions.push({ kind: "Rollback", target, retired, displaced: shadow });
       transition(
-        { ...idle("None"), retiredTable: undefined, consecutiveFailedValidations: 0 },
+        { ...idle("None"), retiredTable: undefined, consecutiveFailedValidations: 0, rolledBackBy: by.user },
         {
           type: "Normal",
           reason: "RolledBack",
-          note: `Rolled back on request: ${retired} is ${target} again; the table it replaced is kept as ${shadow} until the next shadow fill.`,
+          note: `Rolled back on request of ${by.user}: ${retired} is ${target} again; the table it replaced is kept as ${shadow} until the next shadow fill.`,
         },
       );
     }
@@ -322,23 +363,30 @@ export function decideShadow(input: ShadowInput): ShadowDecision {
   const approval = newToken(input.annotations?.[APPROVE_SWAP_ANNOTATION], prev.handledApproval);
   if (approval !== undefined) {
     next.handledApproval = approval;
+    const by = requester(input);
     const refusal = abandonReason ?? approvalRefusal(prev);
-    if (refusal !== undefined) {
+    if ("refusal" in by) {
+      events.push({
+        type: "Warning",
+        reason: "ApprovalRefused",
+        note: `Swap approval for ${jobRef} refused: ${by.refusal}.`,
+      });
+    } else if (refusal !== undefined) {
       events.push({
         type: "Warning",
         reason: "ApprovalIgnored",
-        note: `Swap approval for ${jobRef} ignored: ${refusal}.`,
+        note: `Swap approval for ${jobRef} by ${by.user} ignored: ${refusal}.`,
       });
     } else {
       const previous = prev.retiredTable;
       if (previous) actions.push({ kind: "DropRetired", table: previous });
       const retired = retiredTableName(target, now);
       transition(
-        { state: "Swapping", retiredTable: retired },
+        { state: "Swapping", retiredTable: retired, approvedBy: by.user },
         {
           type: "Normal",
           reason: "SwapApproved",
-          note: `Swap approved: ${target} becomes ${retired} (kept for rollback for ${ttlText(settings.retiredTableTtlSeconds)}) and ${prev.table} becomes ${target}${previous ? `; ${previous}, retired by the previous swap, is dropped` : ""}.`,
+          note: `Swap approved by ${by.user}: ${target} becomes ${retired} (kept for rollback for ${ttlText(settings.retiredTableTtlSeconds)}) and ${prev.table} becomes ${target}${previous ? `; ${previous}, retired by the previous swap, is dropped` : ""}.`,
         },
       );
     }
@@ -629,6 +677,8 @@ const FIELDS = [
   "fillAttempt",
   "handledApproval",
   "handledRollback",
+  "approvedBy",
+  "rolledBackBy",
 ] as const satisfies readonly (keyof ShadowStatus)[];
 
 /** Drops absent fields, so that comparisons and patches see no `undefined` keys. */

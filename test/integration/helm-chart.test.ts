@@ -61,6 +61,21 @@ const CONTROLLER_NEEDS: Permission[] = [
   { group: "", resource: "secrets", verbs: ["get"], scope: "cluster" },
   { group: "batch", resource: "jobs", verbs: ["get", "create", "delete"], scope: "cluster" },
   { group: "events.k8s.io", resource: "events", verbs: ["create", "patch"], scope: "cluster" },
+  // Is the admission policy guarding shadow approvals installed? (controller/shadow/request-policy.ts)
+  {
+    group: "admissionregistration.k8s.io",
+    resource: "validatingadmissionpolicies",
+    verbs: ["get"],
+    scope: "cluster",
+    names: ["syncgov-shadow-requests"],
+  },
+  {
+    group: "admissionregistration.k8s.io",
+    resource: "validatingadmissionpolicybindings",
+    verbs: ["get"],
+    scope: "cluster",
+    names: ["syncgov-shadow-requests"],
+  },
   { group: "coordination.k8s.io", resource: "leases", verbs: ["create"], scope: "release-namespace" },
   {
     group: "coordination.k8s.io",
@@ -306,6 +321,8 @@ describe("helm template", () => {
   it("renders the controller's objects, labelled for the release", () => {
     expect(defaults.objects.map((o) => o.kind).sort()).toEqual([
       "ClusterRole",
+      // <release>-shadow-approver: the verbs approve and rollback, for a RoleBinding per namespace.
+      "ClusterRole",
       "ClusterRoleBinding",
       // The Grafana dashboard (grafana_dashboard label), on by default.
       "ConfigMap",
@@ -382,7 +399,7 @@ describe("helm template", () => {
   });
 
   it("grants exactly the verbs the controller uses: cluster-wide, and on its Lease in the release namespace", () => {
-    const clusterRole = only(defaults.objects, "ClusterRole") as unknown as { rules: PolicyRule[] };
+    const clusterRole = only(defaults.objects, "ClusterRole", release) as unknown as { rules: PolicyRule[] };
     const role = only(defaults.objects, "Role") as unknown as {
       metadata: { namespace: string };
       rules: PolicyRule[];
@@ -400,13 +417,20 @@ describe("helm template", () => {
 
   it("carries the CRDs exactly as generated", async () => {
     const { objects } = await render(release, namespace, {}, ["--include-crds"]);
-    const crds = objects.filter((o) => o.kind === "CustomResourceDefinition");
-    const generated = readdirSync(repoPath("crds")).map(
-      (file) => parse(readFileSync(repoPath(`crds/${file}`), "utf8")) as K8sObject,
+    // crds/ also holds the admission policies that guard the CRDs' objects; Helm installs them alike.
+    const kinds = new Set([
+      "CustomResourceDefinition",
+      "ValidatingAdmissionPolicy",
+      "ValidatingAdmissionPolicyBinding",
+    ]);
+    const byName = (a: K8sObject, b: K8sObject) =>
+      `${a.kind}/${a.metadata.name}`.localeCompare(`${b.kind}/${b.metadata.name}`);
+    const crds = objects.filter((o) => kinds.has(o.kind));
+    const generated = readdirSync(repoPath("crds")).flatMap((file) =>
+      parseAllDocuments(readFileSync(repoPath(`crds/${file}`), "utf8")).map((d) => d.toJS() as K8sObject),
     );
-    expect(crds.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))).toEqual(
-      generated.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)),
-    );
+    expect(crds.filter((o) => o.kind === "CustomResourceDefinition")).toHaveLength(3);
+    expect(crds.sort(byName)).toEqual(generated.sort(byName));
   });
 
   it("applies overrides: replicas, executor, image, environment, scheduling and runner accounts", () => {
@@ -546,14 +570,20 @@ describe("on a real API server", () => {
         // Informers list and watch across all namespaces; single objects are asked for in a
         // tenant's namespace; cluster-scoped kinds have none.
         const acrossNamespaces = verb === "list" || verb === "watch";
-        const namespacedResource = !["namespaces", "syncpolicies", "syncpolicies/status"].includes(
-          p.resource,
-        );
+        const namespacedResource = ![
+          "namespaces",
+          "syncpolicies",
+          "syncpolicies/status",
+          "validatingadmissionpolicies",
+          "validatingadmissionpolicybindings",
+        ].includes(p.resource);
         const where =
           p.scope === "release-namespace"
             ? { namespace, ...(p.names ? { name: p.names[0] } : {}) }
             : !namespacedResource
-              ? {}
+              ? p.names
+                ? { name: p.names[0] }
+                : {}
               : acrossNamespaces
                 ? { allNamespaces: true }
                 : { namespace: tenantNamespace };
