@@ -1,3 +1,4 @@
+import { tmpdir } from "node:os";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
@@ -16,7 +17,8 @@ export default defineConfig({
           include: ["test/integration/**/*.test.ts", "test/security/**/*.test.ts"],
           globalSetup: ["test/env/global-setup.ts"],
           // Lineage goes to the console by default; tests that check it choose their transport.
-          env: { SYNCGOV_LINEAGE: "none" },
+          // File sources read under the OS temporary directory, the storage tests grant (api/file-grant.ts).
+          env: { SYNCGOV_LINEAGE: "none", SYNCGOV_FILE_ROOTS: tmpdir() },
           // Two cores: integration files share one set of servers and run one at a time.
           fileParallelism: false,
           testTimeout: 60_000,

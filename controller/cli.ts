@@ -98,9 +98,17 @@ program
   .command("validate")
   .description("Validate SyncJob, SyncRun and SyncPolicy manifests (YAML, several documents per file).")
   .argument("<files...>", "manifest files")
-  .action(async (files: string[]) => {
+  .option(
+    "--file-root <dir>",
+    "storage granted to file sources, as the controller's SYNCGOV_FILE_ROOTS (repeatable; default: that variable, else /data)",
+    (dir: string, dirs: string[]) => [...dirs, dir],
+    [] as string[],
+  )
+  .action(async (files: string[], options: { fileRoot: string[] }) => {
     const { validateFiles } = await import("./api/validate-files.ts");
-    process.exitCode = validateFiles(files, console.log) ? 0 : 1;
+    const { fileRoots } = await import("./api/file-grant.ts");
+    const roots = options.fileRoot.length > 0 ? options.fileRoot : fileRoots();
+    process.exitCode = validateFiles(files, console.log, { fileRoots: roots }) ? 0 : 1;
   });
 
 registerPolicyCommands(program);

@@ -1,15 +1,21 @@
 import { Cron } from "croner";
+import { fileGrantRefusal, fileRoots } from "./file-grant.ts";
 import type { SyncJobSpec } from "./syncjob.ts";
 import type { FieldError } from "./validate.ts";
 
 /**
  * Checks the controller makes beyond the CRD schema: what a pattern or CEL rule at the API server
  * cannot judge (a cron field out of range, a time zone that does not exist, a regular expression
- * that does not compile, overlapping fixed-width fields, an engine not supported yet). A job that
+ * that does not compile, overlapping fixed-width fields, an engine not supported yet, a file outside
+ * the storage the platform granted (./file-grant.ts; `granted` defaults to SYNCGOV_FILE_ROOTS)). A job that
  * fails them is accepted by the API server and then marked Valid=False with these messages.
  */
-export function semanticErrors(spec: SyncJobSpec): FieldError[] {
+export function semanticErrors(spec: SyncJobSpec, granted: readonly string[] = fileRoots()): FieldError[] {
   const errors: FieldError[] = [];
+  if (spec.source.file) {
+    const refusal = fileGrantRefusal(spec.source.file.path, granted);
+    if (refusal !== undefined) errors.push({ field: "spec.source.file.path", message: refusal });
+  }
   const cron = (field: string, pattern: string | undefined) => {
     if (pattern === undefined) return;
     try {

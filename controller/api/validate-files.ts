@@ -1,9 +1,19 @@
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
+import { semanticErrors } from "./semantics.ts";
+import type { SyncJobSpec } from "./syncjob.ts";
 import { describeErrors, validateManifest } from "./validate.ts";
 
-/** Validates every document of every file; prints one line per document; true when all are valid. */
-export function validateFiles(files: string[], print: (line: string) => void): boolean {
+/**
+ * Validates every document of every file, as the API server and then the controller would judge it
+ * (a SyncJob's semantic checks included, with `fileRoots` as the granted file storage); prints one
+ * line per document; true when all are valid.
+ */
+export function validateFiles(
+  files: string[],
+  print: (line: string) => void,
+  options: { fileRoots?: readonly string[] } = {},
+): boolean {
   let allValid = true;
   for (const file of files) {
     const docs = parseAllDocuments(readFileSync(file, "utf8"));
@@ -19,7 +29,13 @@ export function validateFiles(files: string[], print: (line: string) => void): b
       } | null;
       if (manifest === null) return;
       const name = `${manifest.kind ?? "?"}/${manifest.metadata?.name ?? manifest.metadata?.generateName ?? "?"}`;
-      const result = validateManifest(manifest);
+      const checked = validateManifest(manifest);
+      const result =
+        checked.ok && manifest.kind === "SyncJob"
+          ? ((errors) => (errors.length === 0 ? checked : { ok: false as const, errors }))(
+              semanticErrors((checked.value as { spec: SyncJobSpec }).spec, options.fileRoots),
+            )
+          : checked;
       if (result.ok) print(`${file}#${i + 1} ${name}: valid`);
       else {
         allValid = false;

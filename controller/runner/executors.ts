@@ -203,6 +203,8 @@ const RUNNER_SETTINGS = [
   "KAFKA_BROKERS",
   "OTEL_EXPORTER_OTLP_ENDPOINT",
   "OTEL_SERVICE_NAME",
+  // The storage granted to file sources (api/file-grant.ts): the runner checks its file against it.
+  "SYNCGOV_FILE_ROOTS",
 ] as const;
 
 /**

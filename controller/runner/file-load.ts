@@ -5,6 +5,8 @@
  * over the rows as the target should hold them (masked, one per key).
  */
 
+import { realpath, stat } from "node:fs/promises";
+import { fileGrantRefusal, fileRoots } from "../api/file-grant.ts";
 import { type FixedWidthLayout, FixedWidthParser, readFixedWidthFile } from "../connectors/fixedwidth.ts";
 import { PostgresTarget } from "../connectors/postgres/target.ts";
 import type { Row } from "../connectors/record.ts";
@@ -18,6 +20,30 @@ interface FileSync {
   readonly parser: FixedWidthParser;
   readonly plan: SyncPlan;
   readonly target: PostgresTarget;
+}
+
+/**
+ * The file a run may read: `path` judged against the granted roots (api/file-grant.ts) as written,
+ * then again with every symlink resolved, and only when it is a regular file — a link inside a
+ * granted volume that points at the pod's own files, or a device, FIFO or directory, is refused.
+ * The resolved path is what the run opens.
+ */
+export async function grantedFile(path: string, roots: readonly string[] = fileRoots()): Promise<string> {
+  const refused = (why: string) => new Error(`spec.source.file.path ${path}: ${why}`);
+  const written = fileGrantRefusal(path, roots);
+  if (written !== undefined) throw refused(written);
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (error) {
+    throw refused(`cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  const realRoots = await Promise.all(roots.map((root) => realpath(root).catch(() => root)));
+  if (fileGrantRefusal(real, realRoots) !== undefined)
+    throw refused(`resolves to ${real}, outside the storage the platform granted (${roots.join(", ")})`);
+  const stats = await stat(real);
+  if (!stats.isFile()) throw refused("is not a regular file");
+  return real;
 }
 
 async function prepare(context: RunContext): Promise<FileSync> {
@@ -38,6 +64,7 @@ async function prepare(context: RunContext): Promise<FileSync> {
   const parser = new FixedWidthParser(layout);
   const plan = planSync(`file ${file.path}`, parser.schema.columns, context.spec, context.masker);
   context.requireMasking(plan.targetSchema.columns.map((c) => c.name));
+  const path = await grantedFile(file.path);
   const target = new PostgresTarget(context.pool(context.input.connections.target), {
     table: targetSpec.table,
     schema: plan.targetSchema,
@@ -45,7 +72,7 @@ async function prepare(context: RunContext): Promise<FileSync> {
     batchSize: context.batchSize,
   });
   await target.checkSchema();
-  return { path: file.path, parser, plan, target };
+  return { path, parser, plan, target };
 }
 
 export async function loadFile(context: RunContext): Promise<StepOutcome> {

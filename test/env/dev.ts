@@ -99,7 +99,15 @@ try {
       "--executor",
       "InProcess",
     ],
-    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, KAFKA_BROKERS: env.kafka.brokers } },
+    {
+      stdio: ["ignore", "inherit", "inherit"],
+      // The example ledger file is the storage granted to file sources here (a volume in a cluster).
+      env: {
+        ...process.env,
+        KAFKA_BROKERS: env.kafka.brokers,
+        SYNCGOV_FILE_ROOTS: join(env.runDir, "data"),
+      },
+    },
   );
   controller.once("exit", (code) => {
     if (!stopping) void shutdown(`the controller exited (${code})`, 1);
