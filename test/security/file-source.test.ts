@@ -131,13 +131,11 @@ describe("a tenant's file source", () => {
         .listNamespacedEvent({ namespace: tenant.namespace, fieldSelector: `regarding.name=${jobName}` });
       expect(events.items.map((e) => e.reason)).toContain("InvalidSpec");
       // An invalid job gets no run, the manual request included.
-      const runs = await admin
-        .makeApiClient(CustomObjectsApi)
-        .listNamespacedCustomObject({
-          ...RUNS,
-          namespace: tenant.namespace,
-          labelSelector: `syncgov.io/job=${jobName}`,
-        });
+      const runs = await admin.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
+        ...RUNS,
+        namespace: tenant.namespace,
+        labelSelector: `syncgov.io/job=${jobName}`,
+      });
       expect((runs as { items: unknown[] }).items).toEqual([]);
     },
   );
