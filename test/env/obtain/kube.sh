@@ -35,6 +35,8 @@ trap 'rm -rf "$WORK"' EXIT
 export GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
 
 log() { echo "kube.sh: $*" >&2; }
+# shellcheck source=k8s-module.sh
+source "$(dirname "${BASH_SOURCE[0]}")/k8s-module.sh"
 
 # etcd: a wrapper module requiring the server module; etcd's own replace lines point at sibling
 # directories of its repository and are ignored outside its main module.
@@ -59,42 +61,13 @@ EOF
   go build -trimpath -ldflags="-s -w" -o "$WORK/etcd-bin" go.etcd.io/etcd/server/v3 >&2
 )
 
-# kube-apiserver: kubernetes' go.mod replaces every staging module with ./staging/src/...; outside
-# its repository each must be replaced by the published v0.x.y module of the same release.
+# kube-apiserver: a wrapper module replacing kubernetes' staging modules (k8s-module.sh).
 mkdir -p "$WORK/kube"
 (
   cd "$WORK/kube"
-  log "fetching k8s.io/kubernetes@$K8S_VERSION"
-  modfile="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  staging_version="v0.${K8S_VERSION#v1.}"
-  go_line="$(grep -E '^go [0-9.]+' "$modfile")"
-  {
-    echo "module syncgov.local/kubebuild"
-    echo
-    echo "$go_line"
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$modfile" \
-      | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
-  } >go.mod
-  cat >main.go <<'EOF'
-package main
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver/app"
-
-func main() {}
-EOF
-  go mod tidy >&2
+  k8s_wrapper_module syncgov.local/kubebuild "$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver/app
   log "building kube-apiserver $K8S_VERSION (several minutes the first time)"
-  # The version the server reports (/version, kubectl version) is stamped at link time, as the
-  # kubernetes release build does.
-  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  pkg=k8s.io/component-base/version
-  ldflags="-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-  go build -trimpath -ldflags="$ldflags" -o "$WORK/kube-apiserver-bin" k8s.io/kubernetes/cmd/kube-apiserver >&2
+  go build -trimpath -ldflags="$(k8s_ldflags "$K8S_VERSION")" -o "$WORK/kube-apiserver-bin" k8s.io/kubernetes/cmd/kube-apiserver >&2
 )
 
 mkdir -p "$OUT.tmp"

@@ -10,17 +10,39 @@ export interface KubeEndpoint {
   server: string;
   /** etcd's client URL (tests compact it to force 410 Gone on watches). */
   etcd: string;
+  /** The throwaway PKI's files, when this process made it (a node's controller-manager needs them). */
+  pki?: KubePkiFiles;
+}
+
+export interface KubePkiFiles {
+  /** The CA that signed the API server's certificate and the admin client certificate (PEM). */
+  caCert: string;
+  caKey: string;
+  /** The key that signs service-account tokens (PKCS#8 PEM); the API server verifies with its public half. */
+  serviceAccountKey: string;
+}
+
+/** What a caller may change in the control plane; the defaults are the shared suite environment's. */
+export interface LocalKubeOptions {
+  /**
+   * Enables the ServiceAccount admission plugin (off by default: without a controller-manager no
+   * namespace gets its `default` service account, and the plugin would reject every pod).
+   */
+  serviceAccountAdmission?: boolean;
+  /** --kubelet-preferred-address-types, e.g. ["Hostname"] for a node named "localhost" (node.ts). */
+  kubeletPreferredAddressTypes?: string[];
 }
 
 /**
  * Starts an envtest-style control plane: etcd and kube-apiserver as local processes, TLS with a
  * throwaway CA, RBAC authorization, and an admin client certificate (group system:masters) written
  * into a kubeconfig. There is no kubelet or controller-manager: nothing runs pods, and no garbage
- * collector deletes dependents.
+ * collector deletes dependents (node.ts adds them to a control plane of its own).
  */
 export async function startLocalKube(
   group: ProcessGroup,
   runDir: string,
+  options: LocalKubeOptions = {},
 ): Promise<StartedService<KubeEndpoint>> {
   const began = Date.now();
   const binDir = (
@@ -75,7 +97,10 @@ export async function startLocalKube(
       "--advertise-address=127.0.0.1",
       "--service-cluster-ip-range=10.0.0.0/24",
       "--allow-privileged=true",
-      "--disable-admission-plugins=ServiceAccount",
+      ...(options.serviceAccountAdmission ? [] : ["--disable-admission-plugins=ServiceAccount"]),
+      ...(options.kubeletPreferredAddressTypes
+        ? [`--kubelet-preferred-address-types=${options.kubeletPreferredAddressTypes.join(",")}`]
+        : []),
       "--authorization-mode=RBAC",
       `--service-account-issuer=${server}`,
       `--service-account-key-file=${pki.saPublic}`,
@@ -99,7 +124,12 @@ export async function startLocalKube(
   writeFileSync(kubeconfig, kubeconfigYaml(server, tls), { mode: 0o600 });
   const version = await serverVersion(server, tls);
   return {
-    endpoint: { kubeconfig, server, etcd: etcdUrl },
+    endpoint: {
+      kubeconfig,
+      server,
+      etcd: etcdUrl,
+      pki: { caCert: pki.caCert, caKey: join(certs, "ca.key"), serviceAccountKey: pki.saPrivate },
+    },
     description: `kube-apiserver ${version} + etcd at ${server}`,
     seconds: (Date.now() - began) / 1000,
     logs: [etcdLog, apiLog],
