@@ -1,20 +1,35 @@
 import { Cron } from "croner";
 import { fileGrantRefusal, fileRoots } from "./file-grant.ts";
 import type { SyncJobSpec } from "./syncjob.ts";
+import { tenantTopicRefusal } from "./tenancy.ts";
 import type { FieldError } from "./validate.ts";
 
 /**
  * Checks the controller makes beyond the CRD schema: what a pattern or CEL rule at the API server
  * cannot judge (a cron field out of range, a time zone that does not exist, a regular expression
  * that does not compile, overlapping fixed-width fields, an engine not supported yet, a file outside
- * the storage the platform granted (./file-grant.ts; `granted` defaults to SYNCGOV_FILE_ROOTS)). A job that
+ * the storage the platform granted (./file-grant.ts; default SYNCGOV_FILE_ROOTS), a buffer or
+ * dead-letter topic outside the job's namespace (./tenancy.ts)). A job that
  * fails them is accepted by the API server and then marked Valid=False with these messages.
  */
-export function semanticErrors(spec: SyncJobSpec, granted: readonly string[] = fileRoots()): FieldError[] {
+export function semanticErrors(
+  spec: SyncJobSpec,
+  options: { fileRoots?: readonly string[]; namespace?: string | undefined } = {},
+): FieldError[] {
   const errors: FieldError[] = [];
   if (spec.source.file) {
-    const refusal = fileGrantRefusal(spec.source.file.path, granted);
+    const refusal = fileGrantRefusal(spec.source.file.path, options.fileRoots ?? fileRoots());
     if (refusal !== undefined) errors.push({ field: "spec.source.file.path", message: refusal });
+  }
+  // Topics a job names must be its namespace's own (./tenancy.ts); offline, without a namespace,
+  // the check waits for the controller.
+  for (const [field, kind, topic] of [
+    ["spec.bufferTopic", "buffer", spec.bufferTopic],
+    ["spec.deadLetterTopic", "dlq", spec.deadLetterTopic],
+  ] as const) {
+    if (topic === undefined || options.namespace === undefined) continue;
+    const refusal = tenantTopicRefusal(kind, options.namespace, topic);
+    if (refusal !== undefined) errors.push({ field, message: refusal });
   }
   const cron = (field: string, pattern: string | undefined) => {
     if (pattern === undefined) return;

@@ -33,7 +33,10 @@ export function validateFiles(
       const result =
         checked.ok && manifest.kind === "SyncJob"
           ? ((errors) => (errors.length === 0 ? checked : { ok: false as const, errors }))(
-              semanticErrors((checked.value as { spec: SyncJobSpec }).spec, options.fileRoots),
+              semanticErrors((checked.value as { spec: SyncJobSpec }).spec, {
+                ...(options.fileRoots ? { fileRoots: options.fileRoots } : {}),
+                namespace: (manifest as { metadata?: { namespace?: string } }).metadata?.namespace,
+              }),
             )
           : checked;
       if (result.ok) print(`${file}#${i + 1} ${name}: valid`);

@@ -26,7 +26,9 @@ export function jobPolicyView(
   namespace: NamespaceSubject,
 ): JobPolicyView {
   const parsed = validateSyncJob(object);
-  const errors = parsed.ok ? semanticErrors(parsed.value.spec) : parsed.errors;
+  const errors = parsed.ok
+    ? semanticErrors(parsed.value.spec, { namespace: object.metadata?.namespace })
+    : parsed.errors;
   if (!parsed.ok || errors.length > 0) return { errors };
   const job = parsed.value;
   const effective = effectivePolicy(

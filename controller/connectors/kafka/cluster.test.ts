@@ -28,11 +28,27 @@ describe("job topic names", () => {
     expect(() => assertTopicName(a)).not.toThrow();
   });
 
-  it("are the job's own buffer and dead-letter topics unless its spec names them", () => {
+  it("are the job's own buffer and dead-letter topics, or ones its spec names under its namespace", () => {
     expect(bufferTopicOf("payments", "orders", {})).toBe("syncgov.buffer.payments.orders");
     expect(deadLetterTopicOf("payments", "orders", {})).toBe("syncgov.dlq.payments.orders");
-    expect(bufferTopicOf("payments", "orders", { bufferTopic: "orders.buffer" })).toBe("orders.buffer");
-    expect(deadLetterTopicOf("payments", "orders", { deadLetterTopic: "orders.dlq" })).toBe("orders.dlq");
+    expect(bufferTopicOf("payments", "orders", { bufferTopic: "syncgov.buffer.payments.eu" })).toBe(
+      "syncgov.buffer.payments.eu",
+    );
+    expect(deadLetterTopicOf("payments", "orders", { deadLetterTopic: "syncgov.dlq.payments.eu" })).toBe(
+      "syncgov.dlq.payments.eu",
+    );
+  });
+
+  it("refuses a topic the spec names outside its namespace: another tenant's buffer or dead letters", () => {
+    expect(() => bufferTopicOf("shop", "orders", { bufferTopic: "syncgov.buffer.payments.orders" })).toThrow(
+      "spec.bufferTopic syncgov.buffer.payments.orders: must start with syncgov.buffer.shop.",
+    );
+    expect(() => bufferTopicOf("pay", "orders", { bufferTopic: "syncgov.buffer.payments.orders" })).toThrow(
+      /must start with syncgov\.buffer\.pay\./,
+    );
+    expect(() => deadLetterTopicOf("shop", "orders", { deadLetterTopic: "orders.dlq" })).toThrow(
+      "spec.deadLetterTopic orders.dlq: must start with syncgov.dlq.shop.",
+    );
   });
 
   it("rejects names Kafka would refuse", () => {

@@ -18,6 +18,7 @@ import {
   type Producer,
 } from "kafkajs";
 import { KAFKA_TOPIC } from "../../api/identifiers.ts";
+import { tenantTopicRefusal } from "../../api/tenancy.ts";
 import { type Logger, logger as rootLogger } from "../../telemetry/logger.ts";
 
 export interface KafkaConnectionOptions {
@@ -104,7 +105,8 @@ export function jobConsumerGroup(namespace: string, job: string): string {
 }
 
 /**
- * The job's buffer topic: the topic its SyncJob spec names (bufferTopic), or
+ * The job's buffer topic: the topic its SyncJob spec names (bufferTopic, only under the job's own
+ * namespace prefix: api/tenancy.ts), or
  * `syncgov.buffer.<namespace>.<job>`. Realtime sessions divert to it and Compensation runs replay it.
  */
 export function bufferTopicOf(
@@ -112,11 +114,22 @@ export function bufferTopicOf(
   job: string,
   spec: { readonly bufferTopic?: string | undefined },
 ): string {
-  return spec.bufferTopic ?? jobTopicName("buffer", namespace, job);
+  return spec.bufferTopic === undefined
+    ? jobTopicName("buffer", namespace, job)
+    : tenantTopic("buffer", namespace, spec.bufferTopic);
+}
+
+/** A topic the spec names, refused (with the field) when it lies outside the job's namespace. */
+function tenantTopic(kind: "buffer" | "dlq", namespace: string, topic: string): string {
+  const refusal = tenantTopicRefusal(kind, namespace, topic);
+  if (refusal !== undefined)
+    throw new Error(`spec.${kind === "buffer" ? "bufferTopic" : "deadLetterTopic"} ${topic}: ${refusal}`);
+  return assertTopicName(topic);
 }
 
 /**
- * The job's dead-letter topic: the topic its SyncJob spec names (deadLetterTopic), or
+ * The job's dead-letter topic: the topic its SyncJob spec names (deadLetterTopic, only under the
+ * job's own namespace prefix), or
  * `syncgov.dlq.<namespace>.<job>`. Malformed records and rows too large to buffer go there.
  */
 export function deadLetterTopicOf(
@@ -124,7 +137,9 @@ export function deadLetterTopicOf(
   job: string,
   spec: { readonly deadLetterTopic?: string | undefined },
 ): string {
-  return spec.deadLetterTopic ?? jobTopicName("dlq", namespace, job);
+  return spec.deadLetterTopic === undefined
+    ? jobTopicName("dlq", namespace, job)
+    : tenantTopic("dlq", namespace, spec.deadLetterTopic);
 }
 
 export interface TopicSettings {
