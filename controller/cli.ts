@@ -27,6 +27,11 @@ program
     "kubeconfig file (default: in-cluster, then KUBECONFIG, then ~/.kube/config)",
   )
   .option("--http-port <port>", "port of /healthz, /readyz, /metrics and /api/registry", intOption, 8080)
+  .option(
+    "--http-auth <mode>",
+    "who may read /metrics and /api/registry: kubernetes (a bearer token, checked with TokenReview and SubjectAccessReview) or none",
+    "kubernetes",
+  )
   .option("--workers <n>", "concurrent reconciles", intOption, 4)
   .option("--lease-namespace <ns>", "namespace of the leader-election Lease", "syncgov-system")
   .option("--lease-name <name>", "name of the leader-election Lease", "syncgov-controller")
@@ -40,6 +45,10 @@ program
     "ChildProcess",
   )
   .option("--runner-image <image>", "image of runner Jobs (Job executor)")
+  .option(
+    "--runner-host-network",
+    "runner Jobs' pods use the node's network (Job executor; single-node or local clusters without a pod network)",
+  )
   .option("--runner-log-dir <dir>", "directory of runner logs (ChildProcess executor)")
   .action(async (opts) => {
     const { runController } = await import("./manager.ts");

@@ -12,7 +12,8 @@ import { CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesObject } from "
 import { type Counter, type Histogram, SpanStatusCode, trace } from "@opentelemetry/api";
 import { ClusterCache } from "./cache/cluster.ts";
 import { keyOf, type StoredKind, type StoredObject, stored } from "./cache/objects.ts";
-import { serverPort, startHttpServer } from "./http/server.ts";
+import { KubernetesAuth, OPEN_ACCESS } from "./http/auth.ts";
+import { type RegistryView, serverPort, startHttpServer } from "./http/server.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { Informer } from "./kube/informer.ts";
 import { LeaderElector } from "./kube/leader.ts";
@@ -48,6 +49,11 @@ import { Telemetry } from "./telemetry/telemetry.ts";
 export interface ControllerOptions {
   kubeconfig?: string;
   httpPort: number;
+  /**
+   * Who may read /metrics and /api/registry: "kubernetes" (default) checks each caller's bearer
+   * token and permissions with the API server (http/auth.ts); "none" lets anyone who reaches the port.
+   */
+  httpAuth?: "kubernetes" | "none";
   workers: number;
   leaseNamespace: string;
   leaseName: string;
@@ -59,6 +65,8 @@ export interface ControllerOptions {
   executor?: ExecutorKind | "External";
   /** Image of runner Jobs (Job executor). */
   runnerImage?: string;
+  /** Runner Jobs' pods use the node's network (Job executor; clusters without a pod network). */
+  runnerHostNetwork?: boolean;
   /** Directory for runner logs (ChildProcess executor). */
   runnerLogDir?: string;
 }
@@ -76,6 +84,7 @@ function executorFor(kc: KubeConfig, opts: ControllerOptions): RunExecutor | und
       kubeConfig: kc,
       image: opts.runnerImage ?? "ghcr.io/syncgov/syncgov:latest",
       env: runnerSettingsEnv(process.env),
+      hostNetwork: opts.runnerHostNetwork ?? false,
     });
   if (kind === "InProcess") return createExecutor({ kind, kubeConfig: kc });
   return createExecutor({
@@ -303,7 +312,7 @@ export class Controller {
   }
 
   /** Registry view for /api/registry. */
-  registryView(): unknown {
+  registryView(): RegistryView {
     const snap = this.cache.snapshot();
     const objects = [...snap].map((e) => ({
       kind: e.kind,
@@ -328,6 +337,8 @@ export class Controller {
 
 /** `syncgov controller`: runs until SIGTERM or SIGINT. */
 export async function runController(opts: ControllerOptions): Promise<void> {
+  if (opts.httpAuth !== undefined && opts.httpAuth !== "kubernetes" && opts.httpAuth !== "none")
+    throw new Error(`--http-auth: expected kubernetes or none, got ${JSON.stringify(opts.httpAuth)}`);
   const kc = new KubeConfig();
   if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
   else kc.loadFromDefault();
@@ -345,6 +356,7 @@ export async function runController(opts: ControllerOptions): Promise<void> {
       },
       metrics: (req, res) => telemetry.metricsHandler(req, res),
       registry: () => controller.registryView(),
+      auth: opts.httpAuth === "none" ? OPEN_ACCESS : new KubernetesAuth(kc),
     },
     opts.httpPort,
   );

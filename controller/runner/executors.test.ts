@@ -77,6 +77,15 @@ describe("runnerJob", () => {
       seccompProfile: { type: "RuntimeDefault" },
     });
     expect(pod.volumes?.every((v) => v.hostPath === undefined)).toBe(true);
+    expect(pod.hostNetwork).toBeUndefined();
+  });
+
+  it("uses the node's network only when asked (clusters without a pod network)", () => {
+    const onHost = runnerJob(run, fileJob, { image: "x", hostNetwork: true }).spec!.template.spec!;
+    expect(onHost).toMatchObject({ hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet" });
+    const onPods = runnerJob(run, fileJob, { image: "x", hostNetwork: false }).spec!.template.spec!;
+    expect(onPods.hostNetwork).toBeUndefined();
+    expect(onPods.dnsPolicy).toBeUndefined();
   });
 
   it("mounts a file source's claim read-only at the file's directory", () => {
@@ -149,6 +158,15 @@ describe("runnerSettingsEnv", () => {
       { name: "OTEL_EXPORTER_OTLP_ENDPOINT", value: "https://collector:4318" },
     ]);
     expect(JSON.stringify(env)).not.toContain("s3cret");
+  });
+
+  it("passes on where the API server is, so that an override of the injected address reaches the runners", () => {
+    expect(
+      runnerSettingsEnv({ KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "6443" }),
+    ).toEqual([
+      { name: "KUBERNETES_SERVICE_HOST", value: "127.0.0.1" },
+      { name: "KUBERNETES_SERVICE_PORT", value: "6443" },
+    ]);
   });
 
   it("leaves out a URL that carries a user or password", () => {

@@ -190,6 +190,11 @@ export interface JobExecutorOptions {
   readonly pollIntervalMs?: number;
   /** Environment of the runner container, e.g. runnerSettingsEnv(process.env). */
   readonly env?: readonly V1EnvVar[];
+  /**
+   * Runner pods use the node's network (`hostNetwork: true`, DNS policy ClusterFirstWithHostNet):
+   * for single-node or local clusters without a pod network. Default false.
+   */
+  readonly hostNetwork?: boolean;
 }
 
 /** Settings the runner reads from its environment, as the controller passes them on. */
@@ -205,6 +210,11 @@ const RUNNER_SETTINGS = [
   "OTEL_SERVICE_NAME",
   // The storage granted to file sources (api/file-grant.ts): the runner checks its file against it.
   "SYNCGOV_FILE_ROOTS",
+  // Where in-cluster clients find the API server. In a cluster the kubelet injects the same values
+  // into the controller's pod and the runners'; passing them on carries an explicit override (a
+  // cluster whose Service IPs are not routable, e.g. a local node without kube-proxy) to the runners.
+  "KUBERNETES_SERVICE_HOST",
+  "KUBERNETES_SERVICE_PORT",
 ] as const;
 
 /**
@@ -298,6 +308,7 @@ export function runnerJob(
         metadata: { labels },
         spec: {
           restartPolicy: "Never",
+          ...(options.hostNetwork ? { hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet" } : {}),
           serviceAccountName: options.serviceAccountName ?? "syncgov-runner",
           automountServiceAccountToken: true,
           securityContext: {

@@ -13,6 +13,7 @@ import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import pg from "pg";
 import { applyManifests, readManifests } from "../../controller/kube/apply.ts";
 import { seedExampleData } from "./dev-data.ts";
+import { createReaderToken } from "./reader-token.ts";
 import { startEnvironment } from "./services/environment.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -38,9 +39,9 @@ async function shutdown(signal: string, code = 0): Promise<void> {
 process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 
+const kc = new KubeConfig();
+kc.loadFromFile(env.kube.kubeconfig);
 try {
-  const kc = new KubeConfig();
-  kc.loadFromFile(env.kube.kubeconfig);
   const core = kc.makeApiClient(CoreV1Api);
   await applyManifests(kc, readManifests([join(root, "crds")]));
   await waitForCrds(kc);
@@ -124,6 +125,8 @@ writeFileSync(
     `export KUBECONFIG=${env.kube.kubeconfig}`,
     `export KAFKA_BROKERS=${env.kafka.brokers}`,
     `export DATABASE_URL='${env.postgres.url}'`,
+    // A bearer token for the controller's /metrics and /api/registry (a reader ServiceAccount's).
+    `export SYNCGOV_TOKEN=${await createReaderToken(kc)}`,
     "",
   ].join("\n"),
   { mode: 0o600 },
@@ -137,7 +140,8 @@ syncgov local environment is up.
   Kafka:       ${env.kafka.brokers}
   PostgreSQL:  ${masked.toString()}
   all three:   source ${envFile}
-  controller:  http://127.0.0.1:${HTTP_PORT}/metrics, /readyz, /api/registry
+  controller:  http://127.0.0.1:${HTTP_PORT}/readyz; /metrics and /api/registry need a token:
+               curl -H "Authorization: Bearer $SYNCGOV_TOKEN" http://127.0.0.1:${HTTP_PORT}/api/registry
   examples:    namespace ${DEMO_NAMESPACE}; policies: kubectl get syncpolicies
   logs:        ${env.runDir}
 Press Ctrl-C to stop.`);

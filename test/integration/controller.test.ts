@@ -8,6 +8,7 @@ import { FaultProxy } from "../support/fault-proxy.ts";
 import { kubeClients, mergePatch, ScratchNamespaces } from "../support/kube.ts";
 import { installCrds } from "../support/kubectl.ts";
 import { baseJob } from "../support/manifests.ts";
+import { readerHeaders } from "../support/reader-token.ts";
 
 const { core, custom, events: eventsApi, leases } = kubeClients();
 const G = { group: "syncgov.io", version: "v1alpha1", plural: "syncjobs" };
@@ -291,7 +292,9 @@ describe("the controller against a real API server", () => {
       ).toEqual([0, 1, 2, 3, 4].map((i) => `before-${i}`));
       // The controller's registry lost the deleted jobs too.
       const view = await eventually("the registry without the deleted jobs", async () => {
-        const v = (await (await fetch(`http://127.0.0.1:${ctl.port}/api/registry`)).json()) as {
+        const v = (await (
+          await fetch(`http://127.0.0.1:${ctl.port}/api/registry`, { headers: await readerHeaders() })
+        ).json()) as {
           objects: { kind: string; namespace?: string; name: string }[];
         };
         const names = v.objects

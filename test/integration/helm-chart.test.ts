@@ -61,6 +61,9 @@ const CONTROLLER_NEEDS: Permission[] = [
   { group: "", resource: "secrets", verbs: ["get"], scope: "cluster" },
   { group: "batch", resource: "jobs", verbs: ["get", "create", "delete"], scope: "cluster" },
   { group: "events.k8s.io", resource: "events", verbs: ["create", "patch"], scope: "cluster" },
+  // Callers of /metrics and /api/registry, checked with the API server (controller/http/auth.ts).
+  { group: "authentication.k8s.io", resource: "tokenreviews", verbs: ["create"], scope: "cluster" },
+  { group: "authorization.k8s.io", resource: "subjectaccessreviews", verbs: ["create"], scope: "cluster" },
   // Is the admission policy guarding shadow approvals installed? (controller/shadow/request-policy.ts)
   {
     group: "admissionregistration.k8s.io",
@@ -133,6 +136,8 @@ interface Container {
 
 interface PodSpec {
   serviceAccountName: string;
+  hostNetwork?: boolean;
+  dnsPolicy?: string;
   securityContext: Record<string, unknown>;
   containers: Container[];
   volumes: { name: string; emptyDir?: unknown }[];
@@ -246,7 +251,8 @@ const overrideValues = {
   telemetry: { otlpEndpoint: "http://otel-collector.observability:4318" },
   lineage: { transport: "http", url: "http://marquez.lineage:5000" },
   extraEnv: [{ name: "SYNCGOV_EXTRA", value: "from-values" }],
-  runner: { namespaces: [tenantNamespace] },
+  runner: { namespaces: [tenantNamespace], hostNetwork: true },
+  hostNetwork: true,
   nodeSelector: { "kubernetes.io/os": "linux" },
   tolerations: [{ key: "dedicated", operator: "Equal", value: "platform", effect: "NoSchedule" }],
   serviceMonitor: { enabled: false },
@@ -323,6 +329,8 @@ describe("helm template", () => {
       "ClusterRole",
       // <release>-shadow-approver: the verbs approve and rollback, for a RoleBinding per namespace.
       "ClusterRole",
+      // <release>-metrics-reader: get /metrics, for Prometheus's ServiceAccount.
+      "ClusterRole",
       "ClusterRoleBinding",
       // The Grafana dashboard (grafana_dashboard label), on by default.
       "ConfigMap",
@@ -353,6 +361,7 @@ describe("helm template", () => {
     const flags = flagsOf(container!.args);
     expect(Object.fromEntries(flags)).toEqual({
       "http-port": "8080",
+      "http-auth": "kubernetes",
       workers: "4",
       executor: "ChildProcess",
       "runner-log-dir": "/tmp/syncgov-runs",
@@ -385,6 +394,10 @@ describe("helm template", () => {
     // The read-only root needs a writable /tmp (runner logs, Node's temp files).
     expect(container!.volumeMounts).toContainEqual({ name: "tmp", mountPath: "/tmp" });
     expect(pod.volumes.find((v) => v.name === "tmp")?.emptyDir).toBeDefined();
+    // The pod network, not the node's: host networking is for clusters without one.
+    expect(pod.hostNetwork).toBeUndefined();
+    expect(pod.dnsPolicy).toBeUndefined();
+    expect(container!.args).not.toContain("--runner-host-network");
 
     const service = only(defaults.objects, "Service") as unknown as {
       spec: { selector: Record<string, string>; ports: { name: string; targetPort: string }[] };
@@ -433,7 +446,7 @@ describe("helm template", () => {
     expect(crds.sort(byName)).toEqual(generated.sort(byName));
   });
 
-  it("applies overrides: replicas, executor, image, environment, scheduling and runner accounts", () => {
+  it("applies overrides: replicas, executor, image, environment, scheduling, host network and runner accounts", () => {
     const { objects } = overridden;
     expect((only(objects, "Deployment") as unknown as { spec: { replicas: number } }).spec.replicas).toBe(3);
     const pod = podSpec(objects);
@@ -444,6 +457,8 @@ describe("helm template", () => {
     expect(flags.get("runner-image")).toBe("registry.example/syncgov-runner:9.9.9");
     expect(flags.get("workers")).toBe("8");
     expect(flags.has("runner-log-dir")).toBe(false);
+    expect(container.args).toContain("--runner-host-network");
+    expect(pod).toMatchObject({ hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet" });
     expect(flags.get("lease-namespace")).toBe(overrideNamespace);
     const env = Object.fromEntries(
       container.env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value]),
@@ -576,6 +591,8 @@ describe("on a real API server", () => {
           "syncpolicies/status",
           "validatingadmissionpolicies",
           "validatingadmissionpolicybindings",
+          "tokenreviews",
+          "subjectaccessreviews",
         ].includes(p.resource);
         const where =
           p.scope === "release-namespace"

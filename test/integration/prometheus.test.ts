@@ -27,6 +27,7 @@ import { eventually, type RunningController, startController } from "../support/
 import { testEnv, uniqueName } from "../support/env.ts";
 import { installCrds, kubectl, kubectlOk } from "../support/kubectl.ts";
 import { repoPath } from "../support/manifests.ts";
+import { readerToken } from "../support/reader-token.ts";
 
 const CHART = repoPath("charts/syncgov");
 const RULES = repoPath("charts/syncgov/alerts/syncgov.rules.yaml");
@@ -208,6 +209,8 @@ describe("a real Prometheus scraping a controller that runs a realtime job", () 
       targets: [`127.0.0.1:${controller.port}`],
       interval: "1s",
       ruleFiles: [RULES],
+      // As the chart's ServiceMonitor: Prometheus's ServiceAccount token, checked by the controller.
+      bearerToken: await readerToken(),
     });
   }, 10 * 60_000);
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { stopProcess } from "../env/services/process.ts";
 import { testEnv } from "./env.ts";
 import { repoPath } from "./manifests.ts";
+import { readerHeaders } from "./reader-token.ts";
 
 export interface RunningController {
   identity: string;
@@ -88,7 +89,8 @@ export async function startController(opts: {
       await exited;
     },
     stop: () => stopProcess(child, 20_000),
-    metrics: async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text(),
+    metrics: async () =>
+      (await fetch(`http://127.0.0.1:${port}/metrics`, { headers: await readerHeaders() })).text(),
   };
 }
 

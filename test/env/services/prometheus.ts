@@ -29,6 +29,8 @@ export interface PrometheusOptions {
   interval?: string;
   /** Rule files loaded by the server (absolute paths). */
   ruleFiles?: string[];
+  /** A bearer token sent with each scrape (the controller's /metrics checks it). */
+  bearerToken?: string;
 }
 
 /**
@@ -45,6 +47,7 @@ export async function startLocalPrometheus(
   mkdirSync(join(dir, "data"), { recursive: true });
   const interval = opts.interval ?? "1s";
   const config = join(dir, "prometheus.yml");
+  if (opts.bearerToken) writeFileSync(join(dir, "scrape-token"), opts.bearerToken, { mode: 0o600 });
   writeFileSync(
     config,
     stringify({
@@ -56,6 +59,7 @@ export async function startLocalPrometheus(
           honor_labels: true,
           metrics_path: "/metrics",
           static_configs: [{ targets: opts.targets }],
+          ...(opts.bearerToken ? { authorization: { credentials_file: join(dir, "scrape-token") } } : {}),
         },
       ],
     }),
