@@ -52,12 +52,13 @@ export function keyOf(kind: StoredKind, namespace: string | undefined, name: str
 }
 
 /**
- * A run holds a concurrency slot while it runs. Realtime sessions are standing streams, not queued
- * work: they are admitted by policy but do not count against the limits (so that a hybrid job's
- * scheduled compare can run beside its stream).
+ * A run holds a concurrency slot while it runs, Realtime sessions included: a standing stream loads
+ * the target and the cluster like any run, and a tenant must not escape the limits by streaming.
+ * (A job's own session does not hold back that job's other runs, e.g. a hybrid job's scheduled
+ * compare: scheduler/admission.ts.)
  */
 export function holdsSlot(e: StoredObject): boolean {
-  return e.kind === "SyncRun" && isActivePhase(e.phase) && e.runType !== "Realtime";
+  return e.kind === "SyncRun" && isActivePhase(e.phase);
 }
 
 export const REGISTRY_INDEXES: readonly IndexDefinition<StoredObject>[] = [

@@ -24,6 +24,78 @@ function pending(over: Partial<PendingRun> = {}): PendingRun {
 const kinds = (ds: Decision[]) => ds.map((d) => `${d.run.name}:${d.kind}`);
 
 describe("decideAdmissions", () => {
+  it("admits one realtime session per job: a second one, running or pending, is skipped", () => {
+    const running: RunningRun[] = [
+      {
+        key: "SyncRun/payments/orders-rt",
+        namespace: "payments",
+        jobName: "orders",
+        target: "t",
+        realtime: true,
+      },
+    ];
+    const extra = pending({ name: "extra", jobName: "orders", realtime: true });
+    const ds = decideAdmissions({ pending: [extra], running });
+    expect(ds).toEqual([
+      {
+        kind: "Skip",
+        run: extra,
+        message:
+          "job orders already has a realtime session (SyncRun/payments/orders-rt); a job streams through one session at a time",
+      },
+    ]);
+    // Two pending at once: the first in queue order runs, the second is skipped.
+    const a = pending({ name: "a", jobName: "ledger", realtime: true });
+    const b = pending({ name: "b", jobName: "ledger", realtime: true });
+    expect(kinds(decideAdmissions({ pending: [b, a], running: [] }))).toEqual(["a:Admit", "b:Skip"]);
+    // A validation beside the session is not a session.
+    const check = pending({ name: "check", jobName: "orders" });
+    expect(kinds(decideAdmissions({ pending: [check], running }))).toEqual(["check:Admit"]);
+  });
+
+  it("lets a job's own session neither block nor be replaced by its other runs", () => {
+    const limits = { maxRunsPerNamespace: 1 };
+    const running: RunningRun[] = [
+      {
+        key: "SyncRun/payments/orders-rt",
+        namespace: "payments",
+        jobName: "orders",
+        target: "t",
+        realtime: true,
+      },
+    ];
+    for (const concurrencyPolicy of ["Allow", "Forbid", "Replace"] as const) {
+      const compare = pending({
+        name: `compare-${concurrencyPolicy}`,
+        jobName: "orders",
+        target: "t",
+        limits,
+        concurrencyPolicy,
+      });
+      expect(decideAdmissions({ pending: [compare], running })).toEqual([{ kind: "Admit", run: compare }]);
+    }
+  });
+
+  it("counts realtime sessions against the limits", () => {
+    const limits = { maxRunsPerNamespace: 1 };
+    const running: RunningRun[] = [
+      {
+        key: "SyncRun/payments/orders-rt",
+        namespace: "payments",
+        jobName: "orders",
+        target: "t",
+        realtime: true,
+      },
+    ];
+    const session = pending({ name: "ledger-rt", jobName: "ledger", realtime: true, limits });
+    const ds = decideAdmissions({ pending: [session], running });
+    expect(ds[0]).toMatchObject({
+      kind: "Queue",
+      reason: "NamespaceLimit",
+      message: "1/1 running in namespace payments",
+    });
+  });
+
   it("admits up to the namespace limit and queues the rest with a reason", () => {
     const limits = { maxRunsPerNamespace: 2 };
     const runs = [1, 2, 3].map((i) => pending({ name: `r${i}`, target: `t${i}`, limits }));

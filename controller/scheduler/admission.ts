@@ -19,6 +19,8 @@ export interface PendingRun {
   createdAt: number;
   concurrencyPolicy: "Allow" | "Forbid" | "Replace";
   limits: Limits;
+  /** A Realtime session: one per job at a time, whoever created it. */
+  realtime?: boolean;
   /** A batch window rule that keeps the run from starting now, if any. */
   outsideWindow?: string | undefined;
 }
@@ -34,6 +36,7 @@ export interface RunningRun {
   namespace: string;
   jobName: string;
   target: string;
+  realtime?: boolean;
 }
 
 export interface AdmissionInput {
@@ -59,13 +62,16 @@ export function queueOrder(a: PendingRun, b: PendingRun): number {
 export function decideAdmissions(input: AdmissionInput): Decision[] {
   const byNamespace = new Map<string, number>();
   const byTarget = new Map<string, number>();
-  const activeByJob = new Map<string, { key: string; target: string }[]>();
+  const activeByJob = new Map<string, { key: string; target: string; realtime?: boolean | undefined }[]>();
   const inc = (m: Map<string, number>, k: string, d = 1) => m.set(k, (m.get(k) ?? 0) + d);
   for (const r of input.running) {
     inc(byNamespace, r.namespace);
     inc(byTarget, r.target);
     const jobKey = `${r.namespace}/${r.jobName}`;
-    activeByJob.set(jobKey, [...(activeByJob.get(jobKey) ?? []), { key: r.key, target: r.target }]);
+    activeByJob.set(jobKey, [
+      ...(activeByJob.get(jobKey) ?? []),
+      { key: r.key, target: r.target, realtime: r.realtime },
+    ]);
   }
   let global = input.running.length;
 
@@ -73,8 +79,21 @@ export function decideAdmissions(input: AdmissionInput): Decision[] {
   for (const run of [...input.pending].sort(queueOrder)) {
     const jobKey = `${run.namespace}/${run.jobName}`;
     const active = activeByJob.get(jobKey) ?? [];
-    if (active.length > 0 && run.concurrencyPolicy === "Forbid") {
-      const keys = active.map((a) => a.key).join(", ");
+    // A job streams through one session: a second Realtime run (a tenant's extra one, say) would
+    // double its reads and writes and escape the limits the first one holds.
+    const session = run.realtime ? active.find((a) => a.realtime) : undefined;
+    if (session) {
+      decisions.push({
+        kind: "Skip",
+        run,
+        message: `job ${run.jobName} already has a realtime session (${session.key}); a job streams through one session at a time`,
+      });
+      continue;
+    }
+    // concurrencyPolicy governs the job's runs beside each other, never its standing session.
+    const batches = active.filter((a) => !a.realtime);
+    if (batches.length > 0 && run.concurrencyPolicy === "Forbid") {
+      const keys = batches.map((a) => a.key).join(", ");
       decisions.push({
         kind: "Skip",
         run,
@@ -86,11 +105,13 @@ export function decideAdmissions(input: AdmissionInput): Decision[] {
       decisions.push({ kind: "Queue", run, reason: "OutsideBatchWindow", message: run.outsideWindow });
       continue;
     }
-    // A replacing run frees its job's slots, so the limits are checked as if they were free.
-    const replaced = run.concurrencyPolicy === "Replace" ? active : [];
-    const ns = (byNamespace.get(run.namespace) ?? 0) - replaced.length;
-    const tgt = (byTarget.get(run.target) ?? 0) - replaced.filter((a) => a.target === run.target).length;
-    const glob = global - replaced.length;
+    // A replacing run frees its job's slots, so the limits are checked as if they were free. A job's
+    // own realtime session does not hold back the job's other runs (a hybrid job's compare).
+    const replaced = run.concurrencyPolicy === "Replace" ? batches : [];
+    const freed = [...replaced, ...(run.realtime ? [] : active.filter((a) => a.realtime))];
+    const ns = (byNamespace.get(run.namespace) ?? 0) - freed.length;
+    const tgt = (byTarget.get(run.target) ?? 0) - freed.filter((a) => a.target === run.target).length;
+    const glob = global - freed.length;
     const { maxRunsPerNamespace: nsMax, maxRunsPerTarget: tgtMax, maxRunsGlobal: globMax } = run.limits;
     if (globMax !== undefined && glob >= globMax) {
       decisions.push({
@@ -126,14 +147,20 @@ export function decideAdmissions(input: AdmissionInput): Decision[] {
         inc(byTarget, a.target, -1);
         global -= 1;
       }
-      activeByJob.set(jobKey, []);
+      activeByJob.set(
+        jobKey,
+        active.filter((a) => a.realtime),
+      );
     } else {
       decisions.push({ kind: "Admit", run });
     }
     inc(byNamespace, run.namespace);
     inc(byTarget, run.target);
     global += 1;
-    activeByJob.set(jobKey, [...(activeByJob.get(jobKey) ?? []), { key: run.key, target: run.target }]);
+    activeByJob.set(jobKey, [
+      ...(activeByJob.get(jobKey) ?? []),
+      { key: run.key, target: run.target, realtime: run.realtime },
+    ]);
   }
   return decisions;
 }

@@ -48,6 +48,7 @@ export function admissionInput(
         namespace,
         jobName: run.jobName ?? "",
         target: run.target ?? "",
+        realtime: run.runType === "Realtime",
       });
       continue;
     }
@@ -80,15 +81,15 @@ export function admissionInput(
       target: targetKey(namespace, a.job),
       priority: spec?.priority ?? a.job.spec.priority,
       createdAt: Date.parse(run.object.metadata?.creationTimestamp as unknown as string) || 0,
-      // A realtime session is one per job by construction; concurrencyPolicy governs batch overlap.
+      // A realtime session is one per job (decideAdmissions skips a second one); concurrencyPolicy
+      // governs batch overlap. Sessions count against the policy's limits like any run.
       concurrencyPolicy: realtime ? "Allow" : a.job.spec.concurrencyPolicy,
-      limits: realtime
-        ? {}
-        : {
-            maxRunsPerNamespace: a.effective.maxRunsPerNamespace,
-            maxRunsPerTarget: a.effective.maxRunsPerTarget,
-            maxRunsGlobal: a.effective.maxRunsGlobal,
-          },
+      realtime,
+      limits: {
+        maxRunsPerNamespace: a.effective.maxRunsPerNamespace,
+        maxRunsPerTarget: a.effective.maxRunsPerTarget,
+        maxRunsGlobal: a.effective.maxRunsGlobal,
+      },
       outsideWindow: isBatch ? outsideBatchWindows(a.effective.batchWindows, now) : undefined,
     });
   }

@@ -357,6 +357,20 @@ describe("decideShadow: approval and swap", () => {
     });
   });
 
+  it("records an approval token too long for the status by its digest, and acts on it once", () => {
+    const a = awaiting();
+    const token = "t".repeat(3000);
+    const d = decideShadow(
+      input({ status: a.status, annotations: { [APPROVE_SWAP_ANNOTATION]: token }, now: at(20 * 60_000) }),
+    );
+    expect(d.status.state).toBe("Swapping");
+    expect(d.status.handledApproval).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const again = decideShadow(
+      input({ status: d.status, annotations: { [APPROVE_SWAP_ANNOTATION]: token }, now: at(21 * 60_000) }),
+    );
+    expect(again.events.map((e) => e.reason)).not.toContain("ApprovalIgnored");
+  });
+
   it.each([
     {
       name: "the API server's guard is not installed",

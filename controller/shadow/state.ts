@@ -37,6 +37,7 @@
 
 import { APPROVE_SWAP_ANNOTATION, REQUESTED_BY_ANNOTATION, ROLLBACK_ANNOTATION } from "../api/admission.ts";
 import { isFinishedPhase } from "../api/phases.ts";
+import { requestMark } from "../api/request-mark.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { type ConditionUpdate, kubeTime } from "../kube/status.ts";
 import { fillRunName, isRetiredTableOf, retiredAtOf, retiredTableName, shadowTableName } from "./names.ts";
@@ -253,8 +254,11 @@ export function hasPendingRequest(
   );
 }
 
+/** The mark (api/request-mark.ts) of a request value not handled yet, or undefined. */
 function newToken(value: string | undefined, handled: string | undefined): string | undefined {
-  return value !== undefined && value !== "" && value !== handled ? value : undefined;
+  if (value === undefined || value === "") return undefined;
+  const mark = requestMark(value);
+  return mark !== handled ? mark : undefined;
 }
 
 function newerThan(v: ValidationOutcome, cursor: ShadowStatus["countedThrough"]): boolean {

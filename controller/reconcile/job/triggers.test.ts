@@ -177,6 +177,16 @@ describe("decideManualRun", () => {
     expect(d.requested).toBe(type ? value : undefined);
   });
 
+  it("records a request too long for the status by its digest, and never starts it twice", () => {
+    const long = "x".repeat(5000);
+    const first = decideManualRun(job({}, { [RUN_NOW_ANNOTATION]: long }), undefined);
+    expect(first.create?.type).toBe("Validation");
+    expect(first.requested).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(decideManualRun(job({}, { [RUN_NOW_ANNOTATION]: long }), first.requested)).toEqual({});
+    const other = decideManualRun(job({}, { [RUN_NOW_ANNOTATION]: `${long}y` }), first.requested);
+    expect(other.requested).not.toBe(first.requested);
+  });
+
   it("names the run after the request, and a batch job's manual run is a Batch", () => {
     const sql = {
       sql: { dialect: "postgres", connectionSecretRef: { name: "db" }, table: "a.b", keyColumns: ["id"] },

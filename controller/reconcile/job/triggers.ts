@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { Cron } from "croner";
 import { isFinishedPhase } from "../../api/phases.ts";
+import { requestMark } from "../../api/request-mark.ts";
 import type { SyncJob } from "../../api/syncjob.ts";
 import { runName } from "./run-name.ts";
 import type { NewRun, RunSummary } from "./types.ts";
@@ -107,9 +108,11 @@ export function decideManualRun(
   job: SyncJob,
   lastManualRequest: string | undefined,
 ): TriggerDecision & { readonly requested?: string } {
-  const requested = job.metadata.annotations?.[RUN_NOW_ANNOTATION];
-  if (requested === undefined || requested === lastManualRequest) return {};
-  const token = createHash("sha256").update(requested).digest("hex").slice(0, 8);
+  const value = job.metadata.annotations?.[RUN_NOW_ANNOTATION];
+  if (value === undefined) return {};
+  const requested = requestMark(value);
+  if (requested === lastManualRequest) return {};
+  const token = createHash("sha256").update(value).digest("hex").slice(0, 8);
   return {
     create: {
       name: `${(job.metadata.name ?? "job").slice(0, 240)}-m${token}`,
