@@ -40,6 +40,8 @@ interface Permission {
   scope: "cluster" | "release-namespace";
   /** Only these names (a Role's resourceNames). */
   names?: string[];
+  /** Only with this executor (controller.executor). */
+  executor?: string;
 }
 
 const LEASE = "syncgov-controller";
@@ -59,7 +61,7 @@ const CONTROLLER_NEEDS: Permission[] = [
   { group: "syncgov.io", resource: "syncruns/finalizers", verbs: ["update"], scope: "cluster" },
   { group: "", resource: "namespaces", verbs: ["get", "list", "watch"], scope: "cluster" },
   { group: "", resource: "secrets", verbs: ["get"], scope: "cluster" },
-  { group: "batch", resource: "jobs", verbs: ["get", "create", "delete"], scope: "cluster" },
+  { group: "batch", resource: "jobs", verbs: ["get", "create", "delete"], scope: "cluster", executor: "Job" },
   { group: "events.k8s.io", resource: "events", verbs: ["create", "patch"], scope: "cluster" },
   // Callers of /metrics and /api/registry, checked with the API server (controller/http/auth.ts).
   { group: "authentication.k8s.io", resource: "tokenreviews", verbs: ["create"], scope: "cluster" },
@@ -209,9 +211,9 @@ function grants(rules: PolicyRule[]): Set<string> {
   return out;
 }
 
-function needed(scope: Permission["scope"]): Set<string> {
+function needed(scope: Permission["scope"], executor = "ChildProcess"): Set<string> {
   const out = new Set<string>();
-  for (const p of CONTROLLER_NEEDS.filter((n) => n.scope === scope))
+  for (const p of CONTROLLER_NEEDS.filter((n) => n.scope === scope && (n.executor ?? executor) === executor))
     for (const verb of p.verbs)
       for (const name of p.names ?? [""]) out.add(`${p.group}|${p.resource}|${verb}|${name}`);
   return out;
@@ -418,6 +420,12 @@ describe("helm template", () => {
       rules: PolicyRule[];
     };
     expect(grants(clusterRole.rules)).toEqual(needed("cluster"));
+    // Only the Job executor may touch batch/v1 Jobs.
+    const jobExecutorRole = only(overridden.objects, "ClusterRole", overrideRelease) as unknown as {
+      rules: PolicyRule[];
+    };
+    expect(grants(jobExecutorRole.rules)).toEqual(needed("cluster", "Job"));
+    expect([...grants(clusterRole.rules)].filter((g) => g.startsWith("batch|"))).toEqual([]);
     expect(role.metadata.namespace).toBe(namespace);
     expect(grants(role.rules)).toEqual(needed("release-namespace"));
     const subject = { kind: "ServiceAccount", name: release, namespace };
@@ -580,7 +588,8 @@ describe("on a real API server", () => {
   });
 
   it("lets the controller's account do everything the controller does", async () => {
-    for (const p of CONTROLLER_NEEDS) {
+    // The release installed here runs the default executor (ChildProcess).
+    for (const p of CONTROLLER_NEEDS.filter((n) => (n.executor ?? "ChildProcess") === "ChildProcess")) {
       for (const verb of p.verbs) {
         // Informers list and watch across all namespaces; single objects are asked for in a
         // tenant's namespace; cluster-scoped kinds have none.
@@ -614,6 +623,8 @@ describe("on a real API server", () => {
   it("denies the controller's account what the controller never does", async () => {
     const denied: [string, string, string, { namespace?: string; allNamespaces?: boolean; name?: string }][] =
       [
+        // Only the Job executor creates Jobs; this release runs ChildProcess.
+        ["create", "batch", "jobs", { namespace: tenantNamespace }],
         ["delete", "", "secrets", { namespace: tenantNamespace }],
         ["list", "", "secrets", { allNamespaces: true }],
         ["watch", "", "secrets", { allNamespaces: true }],
