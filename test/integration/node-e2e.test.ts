@@ -42,6 +42,7 @@ import { type Helm, obtainHelm } from "../support/helm.ts";
 import { kafkaToPostgres } from "../support/kafka.ts";
 import { mergePatch } from "../support/kube.ts";
 import { repoPath } from "../support/manifests.ts";
+import { OtlpReceiver, pointLabel } from "../support/otlp.ts";
 
 const base = await obtainImageBase();
 const binaries = await obtainNodeBinaries();
@@ -112,9 +113,12 @@ describe.skipIf(skipReason !== "")("the chart on a real node: controller pod, ru
   let custom: CustomObjectsApi;
   let leases: CoordinationV1Api;
   let table = "";
+  // The collector the chart's telemetry.otlpEndpoint names: runner pods (host network) push to it.
+  const otlp = new OtlpReceiver();
 
   beforeAll(async () => {
     mkdirSync(runDir, { recursive: true });
+    await otlp.start();
     const kube = await startLocalKube(group, runDir, {
       serviceAccountAdmission: true,
       kubeletPreferredAddressTypes: ["Hostname"],
@@ -165,6 +169,7 @@ describe.skipIf(skipReason !== "")("the chart on a real node: controller pod, ru
       runner: { namespaces: [tenant], hostNetwork: true },
       kafkaBrokers: env.kafkaBrokers,
       lineage: { transport: "none" },
+      telemetry: { otlpEndpoint: otlp.endpoint },
       // The kubernetes Service's IP (10.0.0.1) is not routable here: in-cluster clients go to the
       // API server on loopback (its certificate names 127.0.0.1). Runner Jobs inherit these.
       extraEnv: [
@@ -191,6 +196,7 @@ describe.skipIf(skipReason !== "")("the chart on a real node: controller pod, ru
   }, 1_800_000);
 
   afterAll(async () => {
+    await otlp.stop();
     const began = Date.now();
     try {
       if (core) await saveLogs();
@@ -444,6 +450,26 @@ describe.skipIf(skipReason !== "")("the chart on a real node: controller pod, ru
     expect(job.lastValidation).toMatchObject({ result: "Passed", sourceRows: KEYS, targetRows: KEYS });
     expect(job.lastValidation!.sourceChecksum).toBeDefined();
     expect(job.lastValidation!.sourceChecksum).toBe(job.lastValidation!.targetChecksum);
+
+    // The runner pods push their metrics to the collector the controller passed on: the validation's
+    // result as its pod exits, and the rows the session writes at the session's export interval.
+    expect(otlp.metricsOf("syncgov-runner").some((m) => m.name === "syncgov_validation_results_total")).toBe(
+      true,
+    );
+    const written = await eventually(
+      "the session's written rows at the collector",
+      async () => {
+        const total = otlp
+          .metricsOf("syncgov-runner")
+          .filter((m) => m.name === "syncgov_run_rows_total")
+          .flatMap((m) => m.sum!.dataPoints)
+          .filter((p) => pointLabel(p, "direction") === "written" && pointLabel(p, "job") === jobName)
+          .reduce((n, p) => Math.max(n, Number(p.asInt ?? p.asDouble ?? 0)), 0);
+        return total >= KEYS ? total : undefined;
+      },
+      45_000,
+    );
+    expect(written).toBeGreaterThanOrEqual(KEYS);
   }, 360_000);
 
   it("reports a runner pod deleted mid-session as a Cancelled run, and the next session carries on", async () => {

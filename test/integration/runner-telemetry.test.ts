@@ -8,8 +8,6 @@
 
 import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,77 +15,25 @@ import { SYNCRUNS } from "../../controller/kube/resource.ts";
 import { patchStatus } from "../../controller/kube/status.ts";
 import { ChildProcessExecutor } from "../../controller/runner/executors.ts";
 import { testEnv, uniqueName } from "../support/env.ts";
+import { OtlpReceiver, pointLabel } from "../support/otlp.ts";
 import { scratchTables } from "../support/postgres.ts";
 import { DATABASE_SECRET, runNamespace } from "../support/runner.ts";
 
 const tables = scratchTables({ max: 2 });
 const ns = runNamespace("telemetry");
 
-/** What an OTLP/HTTP JSON exporter posted, by path. */
-const received = new Map<string, unknown[]>();
-let receiver: Server;
+const otlp = new OtlpReceiver();
 let endpoint: string;
 
 beforeAll(async () => {
-  receiver = createServer((req, res) => {
-    let body = "";
-    req.on("data", (chunk) => {
-      body += chunk;
-    });
-    req.on("end", () => {
-      const list = received.get(req.url ?? "") ?? [];
-      list.push(JSON.parse(body));
-      received.set(req.url ?? "", list);
-      res.writeHead(200, { "content-type": "application/json" }).end("{}");
-    });
-  });
-  await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
-  endpoint = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  endpoint = (await otlp.start()).endpoint;
 });
 
-afterAll(() => new Promise<void>((resolve) => receiver.close(() => resolve())));
+afterAll(() => otlp.stop());
 
-interface OtlpMetric {
-  name: string;
-  sum?: { dataPoints: OtlpPoint[] };
-  histogram?: { dataPoints: OtlpPoint[] };
-}
-interface OtlpPoint {
-  attributes: { key: string; value: { stringValue?: string } }[];
-  asInt?: number | string;
-  asDouble?: number;
-  count?: number | string;
-}
-interface OtlpSpan {
-  name: string;
-  traceId: string;
-  parentSpanId?: string;
-  attributes: { key: string; value: Record<string, unknown> }[];
-}
-
-function metricsOf(service: string): OtlpMetric[] {
-  type Body = {
-    resourceMetrics: {
-      resource: { attributes: { key: string; value: { stringValue?: string } }[] };
-      scopeMetrics: { metrics: OtlpMetric[] }[];
-    }[];
-  };
-  return ((received.get("/v1/metrics") ?? []) as Body[])
-    .flatMap((b) => b.resourceMetrics)
-    .filter((r) =>
-      r.resource.attributes.some((a) => a.key === "service.name" && a.value.stringValue === service),
-    )
-    .flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics));
-}
-
-function spans(): OtlpSpan[] {
-  type Body = { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] };
-  return ((received.get("/v1/traces") ?? []) as Body[]).flatMap((b) =>
-    b.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)),
-  );
-}
-
-const label = (p: OtlpPoint, key: string) => p.attributes.find((a) => a.key === key)?.value.stringValue;
+const metricsOf = (service: string) => otlp.metricsOf(service);
+const spans = () => otlp.spans();
+const label = pointLabel;
 
 describe("runner telemetry", () => {
   it("a child-process run pushes its rows, its duration and its span, a child of the admission span", async () => {

@@ -1,5 +1,4 @@
 import {
-  CoreV1Api,
   CustomObjectsApi,
   EventsV1Api,
   PatchStrategy,
@@ -106,10 +105,6 @@ beforeAll(async () => {
     state: "Swapped",
     retiredTable: retiredTableName("analytics.customers", new Date()),
   });
-  await admin
-    .makeApiClient(CoreV1Api)
-    .createNamespace({ body: { metadata: { name: "syncgov-system" } } })
-    .catch(() => undefined); // made by an earlier file
   controller = await startController({ identity: "sec-approval", leaseName: "sec-approval" });
 });
 

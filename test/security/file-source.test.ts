@@ -92,10 +92,6 @@ beforeAll(async () => {
     body: { metadata: { name: "db" }, stringData: { url: testEnv().databaseUrl } },
   });
   workDir = mkdtempSync(join(granted, "syncgov-sec-file-"));
-  await admin
-    .makeApiClient(CoreV1Api)
-    .createNamespace({ body: { metadata: { name: "syncgov-system" } } })
-    .catch(() => undefined); // made by an earlier file
   controller = await startController({
     identity: "sec-file",
     leaseName: "sec-file",

@@ -77,10 +77,6 @@ beforeAll(async () => {
       .makeApiClient(CustomObjectsApi)
       .createNamespacedCustomObject({ ...JOBS, namespace: tenant.namespace, body: job });
   }
-  await admin
-    .makeApiClient(CoreV1Api)
-    .createNamespace({ body: { metadata: { name: "syncgov-system" } } })
-    .catch(() => undefined); // made by an earlier file
   controller = await startController({
     identity: "sec-http",
     leaseName: "sec-http",

@@ -89,10 +89,6 @@ beforeAll(async () => {
     })),
   });
   await producer.disconnect();
-  await admin
-    .makeApiClient(CoreV1Api)
-    .createNamespace({ body: { metadata: { name: "syncgov-system" } } })
-    .catch(() => undefined); // made by an earlier file
   controller = await startController({
     identity: "sec-kafka",
     leaseName: "sec-kafka",

@@ -1,4 +1,4 @@
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../../controller/kube/resource.ts";
 import { eventually, type RunningController, startController } from "../support/controller.ts";
@@ -64,10 +64,6 @@ beforeAll(async () => {
       },
     },
   });
-  await admin
-    .makeApiClient(CoreV1Api)
-    .createNamespace({ body: { metadata: { name: "syncgov-system" } } })
-    .catch(() => undefined); // made by an earlier file
   controller = await startController({
     identity: "sec-abuse",
     leaseName: "sec-abuse",

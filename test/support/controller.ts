@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { join } from "node:path";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { stopProcess } from "../env/services/process.ts";
 import { testEnv } from "./env.ts";
 import { repoPath } from "./manifests.ts";
@@ -20,7 +21,10 @@ export interface RunningController {
 
 let nextPort = 0;
 
-/** Starts `syncgov controller` as its own process against the test control plane. */
+/**
+ * Starts `syncgov controller` as its own process against the test control plane, creating its
+ * Lease's namespace first when no earlier test did.
+ */
 export async function startController(opts: {
   identity: string;
   leaseName: string;
@@ -33,6 +37,15 @@ export async function startController(opts: {
   kubeconfig?: string;
   env?: Record<string, string>;
 }): Promise<RunningController> {
+  const leaseNamespace = opts.leaseNamespace ?? "syncgov-system";
+  const admin = new KubeConfig();
+  admin.loadFromFile(testEnv().kubeconfig);
+  await admin
+    .makeApiClient(CoreV1Api)
+    .createNamespace({ body: { metadata: { name: leaseNamespace } } })
+    .catch((error: { code?: number }) => {
+      if (error.code !== 409) throw error;
+    });
   const port = 19000 + (process.pid % 500) * 2 + (nextPort++ % 2);
   const logFile = join(testEnv().runDir, `controller-${opts.identity}.log`);
   const log = createWriteStream(logFile, { flags: "a" });
@@ -48,7 +61,7 @@ export async function startController(opts: {
       "--identity",
       opts.identity,
       "--lease-namespace",
-      opts.leaseNamespace ?? "syncgov-system",
+      leaseNamespace,
       "--lease-name",
       opts.leaseName,
       "--lease-duration",
