@@ -2,7 +2,9 @@
  * The kafkajs patch (patches/kafkajs+2.2.4.patch, applied by patch-package on install) computes record
  * offsets and timestamps by Number arithmetic while that is exact and by kafkajs's Long otherwise.
  * These tests encode records with kafkajs's own encoder and check every offset and timestamp against
- * BigInt arithmetic, on both sides of 2^53, and that the installed kafkajs carries the patch.
+ * BigInt arithmetic, on both sides of 2^53, and that the installed kafkajs carries the patch. The
+ * patch also keeps an idle request queue from scheduling its check with a negative delay, which made
+ * the check run again every millisecond (and printed TimeoutNegativeWarning).
  */
 
 import { readFileSync } from "node:fs";
@@ -108,6 +110,34 @@ describe("kafkajs record offsets and timestamps", () => {
     expect(offsets("9007199254740993", ["9007199254740992", "9007199254740993", "9007199254740994"])).toEqual(
       ["9007199254740993", "9007199254740994"],
     );
+  });
+
+  it("leave an idle request queue asleep: no check with a negative delay, none every millisecond", async () => {
+    const RequestQueue = require("kafkajs/src/network/requestQueue/index.js") as new (options: {
+      logger: unknown;
+    }) => { scheduleCheckPendingRequests(): void; throttleCheckTimeoutId: NodeJS.Timeout | null };
+    const logger = {
+      debug: () => {},
+      info: () => {},
+      warn: () => {},
+      error: () => {},
+      namespace: () => logger,
+    };
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    try {
+      // Not throttled (throttledUntil -1) and nothing pending: the delay was -1 - Date.now(), and
+      // each check scheduled the next, every millisecond.
+      const queue = new RequestQueue({ logger });
+      queue.scheduleCheckPendingRequests();
+      expect(queue.throttleCheckTimeoutId).toBeNull();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(queue.throttleCheckTimeoutId).toBeNull();
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(warnings).not.toContain("TimeoutNegativeWarning");
   });
 
   it("is what the installed kafkajs does (the patch is applied)", () => {
