@@ -587,6 +587,44 @@ describe("on a real API server", () => {
     for (const p of policies) expect(r.stdout).toContain(`syncpolicy.syncgov.io/${p.metadata.name}`);
   });
 
+  it("renders NetworkPolicies for the controller and each runner namespace that the API server accepts", async () => {
+    const egress = [{ to: [{ ipBlock: { cidr: "10.0.0.1/32" } }], ports: [{ port: 443, protocol: "TCP" }] }];
+    const metricsFrom = [
+      { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } } },
+    ];
+    const { objects } = await render(release, namespace, {
+      networkPolicy: { enabled: true, metricsFrom, egress },
+      runner: { namespaces: [tenantNamespace] },
+    });
+    const policies = objects.filter((o) => o.kind === "NetworkPolicy") as unknown as {
+      metadata: { name: string; namespace: string };
+      spec: { podSelector: unknown; policyTypes: string[]; ingress: unknown[]; egress?: unknown[] };
+    }[];
+    expect(policies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`)).toEqual([
+      `${namespace}/${release}`,
+      `${tenantNamespace}/${release}-runner`,
+    ]);
+    const [controller, runner] = policies;
+    expect(controller!.spec).toMatchObject({
+      podSelector: { matchLabels: { "app.kubernetes.io/component": "controller" } },
+      policyTypes: ["Ingress", "Egress"],
+      ingress: [{ ports: [{ port: "http", protocol: "TCP" }], from: metricsFrom }],
+    });
+    expect(controller!.spec.egress).toEqual(expect.arrayContaining(egress));
+    expect(runner!.spec).toMatchObject({
+      podSelector: { matchLabels: { "app.kubernetes.io/name": "syncgov-runner" } },
+      ingress: [],
+    });
+    expect(runner!.spec.egress).toEqual(expect.arrayContaining(egress));
+    // Off by default: a NetworkPolicy without the cluster's egress needs would cut the controller off.
+    expect(defaults.objects.some((o) => o.kind === "NetworkPolicy")).toBe(false);
+    const r = await kubectl(
+      ["apply", "--dry-run=server", "-f", "-"],
+      policies.map((p) => stringify(p)).join("---\n"),
+    );
+    expect(r.code, r.stderr).toBe(0);
+  });
+
   it("lets the controller's account do everything the controller does", async () => {
     // The release installed here runs the default executor (ChildProcess).
     for (const p of CONTROLLER_NEEDS.filter((n) => (n.executor ?? "ChildProcess") === "ChildProcess")) {
