@@ -116,8 +116,15 @@ program
   .action(async (files: string[], options: { fileRoot: string[] }) => {
     const { validateFiles } = await import("./api/validate-files.ts");
     const { fileRoots } = await import("./api/file-grant.ts");
+    const { ruleProblems } = await import("./policy/effective.ts");
     const roots = options.fileRoot.length > 0 ? options.fileRoot : fileRoots();
-    process.exitCode = validateFiles(files, console.log, { fileRoots: roots }) ? 0 : 1;
+    // A policy's CEL rules as the controller judges them: compiled, within the cost budget.
+    const policyRules = (spec: Parameters<typeof ruleProblems>[0]) =>
+      ruleProblems(spec).map((p) => ({
+        field: p.field,
+        message: `rule ${p.rule}: ${p.position ? `${p.position}: ` : ""}${p.reason}`,
+      }));
+    process.exitCode = validateFiles(files, console.log, { fileRoots: roots, policyRules }) ? 0 : 1;
   });
 
 registerPolicyCommands(program);

@@ -19,6 +19,7 @@ import { Informer } from "./kube/informer.ts";
 import { LeaderElector } from "./kube/leader.ts";
 import {
   describeApiError,
+  isNotFound,
   NAMESPACES,
   type ResourceType,
   SYNCJOBS,
@@ -129,7 +130,21 @@ export class Controller {
         this.log.warn({ err: describeApiError(err), reason: ev.reason }, "event not recorded"),
     });
     const kube = new ApiKubeWrites(kc.makeApiClient(CustomObjectsApi), events, FIELD_MANAGER);
-    const launcher = new RunLauncher({ executor: executorFor(kc, opts), kube, log: this.log });
+    const runs = kc.makeApiClient(CustomObjectsApi);
+    const launcher = new RunLauncher({
+      executor: executorFor(kc, opts),
+      kube,
+      log: this.log,
+      readRun: async (namespace, name) => {
+        try {
+          return (await runs.getNamespacedCustomObject({ ...SYNCRUNS, namespace, name })) as KubernetesObject;
+        } catch (err) {
+          if (isNotFound(err)) return undefined;
+          throw err;
+        }
+      },
+      requeue: () => this.queue?.add(keyText(SCHEDULER_KEY)),
+    });
     this.#scheduler = new AdmissionScheduler({
       cache: this.cache,
       kube,
@@ -147,6 +162,7 @@ export class Controller {
       }),
       beforeReconcile: () => this.#scheduler.idle(),
       requestGuard: () => requestGuardState(kc),
+      cancelRun: (namespace, name) => launcher.cancel(namespace, name),
     });
     this.#policies = new SyncPolicyController({ cache: this.cache, kube });
 

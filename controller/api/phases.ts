@@ -32,3 +32,11 @@ export function isActivePhase(phase: string | undefined): boolean {
 export function isWaitingPhase(phase: string | undefined): boolean {
   return phase === undefined || WAITING_RUN_PHASES.has(phase);
 }
+
+/**
+ * Liveness of a running run (docs/architecture.md, "Runs that lose their runner"): the runner writes
+ * status.heartbeatTime every RUNNER_HEARTBEAT_INTERVAL_MS while it runs; the controller takes a
+ * runner whose last heartbeat is older than RUNNER_HEARTBEAT_TIMEOUT_MS (six missed beats) for gone.
+ */
+export const RUNNER_HEARTBEAT_INTERVAL_MS = 10_000;
+export const RUNNER_HEARTBEAT_TIMEOUT_MS = 60_000;

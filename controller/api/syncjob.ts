@@ -154,8 +154,16 @@ export const MaskingRule = withRules(
       column: sqlIdentifier.describe("Column to mask before it is written."),
       transform: z
         .enum(["hash", "redact", "regexReplace"])
-        .describe("hash (SHA-256 hex), redact (replaced by '***'), or regexReplace."),
-      pattern: z.string().max(256).optional().describe("Regular expression for regexReplace."),
+        .describe(
+          "hash (HMAC-SHA256 hex keyed by spec.maskingKeySecretRef; plain SHA-256 without a key), redact (replaced by '***'), or regexReplace.",
+        ),
+      pattern: z
+        .string()
+        .max(256)
+        .optional()
+        .describe(
+          "Regular expression for regexReplace, in RE2 syntax (linear-time matching; no backreferences or lookaround).",
+        ),
       replacement: z.string().max(256).optional().describe("Replacement text for regexReplace."),
     })
     .describe("A column transform applied before writing."),
@@ -168,6 +176,20 @@ export const MaskingRule = withRules(
     },
   ],
 );
+
+export const MaskingKeyRef = z
+  .strictObject({
+    name: objectName.describe("Name of a Secret in the SyncJob's namespace."),
+    key: z
+      .string()
+      .max(253)
+      .regex(/^[-._a-zA-Z0-9]+$/, { message: "must be a Secret data key" })
+      .default("key")
+      .describe("Key in the Secret whose value is the HMAC key. Default: key."),
+  })
+  .describe(
+    "A Secret holding the key of hash masking: hash is then HMAC-SHA256 keyed by it, so a dictionary of likely values cannot be matched without the key. The value never appears in status, events or logs.",
+  );
 
 export const BreakerSettings = z
   .strictObject({
@@ -307,6 +329,7 @@ export const SyncJobSpec = withRules(
         .default(1)
         .describe("Finished runs that did not succeed (Failed, Cancelled or Skipped) to keep."),
       masking: z.array(MaskingRule).max(64).optional().describe("Column transforms applied before writing."),
+      maskingKeySecretRef: MaskingKeyRef.optional(),
       validation: ValidationSettings.optional(),
       breaker: BreakerSettings.optional(),
       shadow: ShadowSettings.optional(),

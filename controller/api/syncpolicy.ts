@@ -164,7 +164,9 @@ export const SyncPolicySpec = withRules(
                     .string()
                     .min(1)
                     .max(256)
-                    .describe("Regular expression over column names, e.g. (phone|email|ssn)."),
+                    .describe(
+                      "Regular expression (RE2 syntax) over column names, matched case-insensitively, e.g. (phone|email|ssn).",
+                    ),
                   transforms: z
                     .array(
                       z.enum(["hash", "redact", "regexReplace"]).describe("hash, redact or regexReplace."),
@@ -177,8 +179,15 @@ export const SyncPolicySpec = withRules(
                 .describe("Columns matching columnPattern must be masked with one of transforms."),
             )
             .max(32)
+            .optional()
             .describe(
               "Masking requirements. A job whose spec names a matching column (key, version, file field or masking rule) without an accepted transform violates the policy; under Enforce the runner also refuses to write any matching column unmasked.",
+            ),
+          requireHashKey: z
+            .boolean()
+            .optional()
+            .describe(
+              "Matching jobs must key their hash masking (HMAC-SHA256 with a key from a Secret, spec.maskingKeySecretRef): a job with a hash rule and no key violates the policy, and under Enforce the runner also refuses to hash without a key of at least 16 bytes.",
             ),
         })
         .optional()

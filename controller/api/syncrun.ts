@@ -59,6 +59,12 @@ export const AdmittedPolicy = z
       )
       .max(256)
       .describe("Columns the run must mask before writing; the runner refuses to write them unmasked."),
+    hashKeyRequired: z
+      .boolean()
+      .optional()
+      .describe(
+        "An Enforce-mode policy requires keyed hash masking: the runner refuses a hash rule without a key (spec.maskingKeySecretRef).",
+      ),
     breaker: BreakerSettings.describe(
       "The strictest breaker settings of the matching policies: bounds the job's own settings cannot loosen.",
     ),
@@ -174,6 +180,27 @@ export const SyncRunStatus = z
       .min(0)
       .optional()
       .describe("How many times a runner has started the run; a run started again after a crash counts up."),
+    heartbeatTime: z
+      .string()
+      .max(64)
+      .optional()
+      .describe(
+        "When the runner last said it is alive (RFC 3339); written every 10 s while it runs. The controller fails (or retries) a run whose runner has been silent for 60 s.",
+      ),
+    runnerFailures: z
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "How many of the run's runners ended without reporting its result (killed, OOM-killed, evicted, silent); the run is retried with exponential backoff until this exceeds the backoff limit.",
+      ),
+    nextAttemptTime: z
+      .string()
+      .max(64)
+      .optional()
+      .describe(
+        "A run queued again after its runner was lost is not admitted before this time (RFC 3339): the retry's backoff.",
+      ),
     rowsRead: z
       .int()
       .min(0)

@@ -2,17 +2,22 @@ import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { semanticErrors } from "./semantics.ts";
 import type { SyncJobSpec } from "./syncjob.ts";
-import { describeErrors, validateManifest } from "./validate.ts";
+import type { SyncPolicySpec } from "./syncpolicy.ts";
+import { describeErrors, type FieldError, validateManifest } from "./validate.ts";
 
 /**
  * Validates every document of every file, as the API server and then the controller would judge it
- * (a SyncJob's semantic checks included, with `fileRoots` as the granted file storage); prints one
- * line per document; true when all are valid.
+ * (a SyncJob's semantic checks included, with `fileRoots` as the granted file storage; a
+ * SyncPolicy's rules by `policyRules`, which the CLI gives: CEL rules that do not compile or pass
+ * the cost budget, by field); prints one line per document; true when all are valid.
  */
 export function validateFiles(
   files: string[],
   print: (line: string) => void,
-  options: { fileRoots?: readonly string[] } = {},
+  options: {
+    fileRoots?: readonly string[];
+    policyRules?: (spec: SyncPolicySpec) => FieldError[];
+  } = {},
 ): boolean {
   let allValid = true;
   for (const file of files) {
@@ -38,7 +43,11 @@ export function validateFiles(
                 namespace: (manifest as { metadata?: { namespace?: string } }).metadata?.namespace,
               }),
             )
-          : checked;
+          : checked.ok && manifest.kind === "SyncPolicy" && options.policyRules
+            ? ((errors) => (errors.length === 0 ? checked : { ok: false as const, errors }))(
+                options.policyRules((checked.value as { spec: SyncPolicySpec }).spec),
+              )
+            : checked;
       if (result.ok) print(`${file}#${i + 1} ${name}: valid`);
       else {
         allValid = false;

@@ -99,7 +99,10 @@ export class ClusterCache {
     return this.#parsedPolicies().flatMap((p) => (p.policy ? [p.policy] : []));
   }
 
-  /** Invalid SyncPolicies whose spec requires masking: which columns they protect cannot be known. */
+  /**
+   * Invalid SyncPolicies whose spec has a masking section (required columns or a required hash key):
+   * what they protect cannot be known.
+   */
   invalidMaskingPolicies(): string[] {
     return this.#parsedPolicies().flatMap((p) => (p.policy || !p.requiresMasking ? [] : [p.name]));
   }
@@ -110,12 +113,13 @@ export class ClusterCache {
       let cached = this.#policyCache.get(e.name);
       if (!cached || cached.rv !== e.resourceVersion) {
         // The spec alone: a status this version does not know must not make a policy invalid.
-        const raw = (e.object as { spec?: { masking?: { requiredFor?: unknown } } }).spec;
+        const raw = (e.object as { spec?: { masking?: unknown } }).spec;
         const parsed = SyncPolicySpec.safeParse(raw);
         cached = {
           rv: e.resourceVersion,
           policy: parsed.success ? { name: e.name, spec: parsed.data } : undefined,
-          requiresMasking: raw?.masking?.requiredFor !== undefined,
+          // Any masking section: required columns, or a required hash key (requireHashKey).
+          requiresMasking: raw?.masking !== undefined && raw.masking !== null,
         };
         this.#policyCache.set(e.name, cached);
       }

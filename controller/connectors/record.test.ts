@@ -7,6 +7,8 @@ import {
   coerceColumnValue,
   defineRowSchema,
   formatTimestampMicros,
+  integerDigitsAfterRounding,
+  limitProblem,
   numberToDecimal,
   parseRecord,
   parseTimestampMicros,
@@ -305,5 +307,67 @@ describe("parseRecord", () => {
       reason: "NotANumber",
     });
     expect(parseRecord(schema, [1, 2])).toMatchObject({ ok: false, reason: "NotAnObject" });
+  });
+});
+
+describe("target column limits", () => {
+  const limited = (type: Column["type"], limits: Column["limits"]): Column => ({ name: "c", type, limits });
+  const smallint = limited("integer", { sqlType: "smallint", integerRange: [-32768, 32767] });
+  const varchar8 = limited("text", { sqlType: "character varying(8)", maxLength: 8 });
+  const numeric12 = limited("numeric", { sqlType: "numeric(12,2)", numeric: { precision: 12, scale: 2 } });
+
+  it("rejects an integer outside smallint's range and takes its ends", () => {
+    expect(coerceColumnValue(smallint, 32767)).toBe(32767);
+    expect(coerceColumnValue(smallint, "-32768")).toBe(-32768);
+    expect(rejection(smallint, 32768)).toBe("OutOfRange");
+    expect(rejection(smallint, -40000)).toBe("OutOfRange");
+  });
+
+  it("counts a varchar's characters as PostgreSQL does, and lets it cut excess trailing spaces", () => {
+    expect(coerceColumnValue(varchar8, "abcdefgh")).toBe("abcdefgh");
+    // Eight characters, sixteen UTF-16 units (astral) or more bytes (umlauts).
+    expect(coerceColumnValue(varchar8, "😀😀😀😀😀😀😀😀")).toBe("😀😀😀😀😀😀😀😀");
+    expect(coerceColumnValue(varchar8, "ÄÖÜßäöüé")).toBe("ÄÖÜßäöüé");
+    expect(coerceColumnValue(varchar8, "abcdefgh   ")).toBe("abcdefgh   ");
+    expect(rejection(varchar8, "abcdefghi")).toBe("TooLong");
+    expect(rejection(varchar8, "abcdefgh  x")).toBe("TooLong");
+    expect(rejection(varchar8, "😀😀😀😀😀😀😀😀😀")).toBe("TooLong");
+  });
+
+  it("rounds a numeric to its scale before judging its precision, as PostgreSQL does", () => {
+    expect(coerceColumnValue(numeric12, "9999999999.99")).toBe("9999999999.99");
+    expect(coerceColumnValue(numeric12, "9999999999.994")).toBe("9999999999.994");
+    expect(coerceColumnValue(numeric12, "-0.001")).toBe("-0.001");
+    expect(coerceColumnValue(numeric12, "NaN")).toBe("NaN");
+    expect(rejection(numeric12, "9007199254740993")).toBe("OutOfRange");
+    expect(rejection(numeric12, "9999999999.995")).toBe("OutOfRange");
+    expect(rejection(numeric12, "-10000000000")).toBe("OutOfRange");
+    expect(rejection(numeric12, "Infinity")).toBe("OutOfRange");
+    expect(integerDigitsAfterRounding("0.995", 2)).toBe(1);
+    expect(integerDigitsAfterRounding("0.5", 0)).toBe(1);
+    expect(integerDigitsAfterRounding("0.49", 0)).toBe(0);
+    expect(integerDigitsAfterRounding("-99.94", 1)).toBe(2);
+    expect(integerDigitsAfterRounding("-99.95", 1)).toBe(3);
+  });
+
+  it("names the column and the type, never the value", () => {
+    const result = parseRecord(defineRowSchema([{ name: "id", type: "integer" }, varchar8], ["id"]), {
+      id: 1,
+      c: "secret-value-too-long",
+    });
+    expect(result).toMatchObject({ ok: false, column: "c", reason: "TooLong" });
+    if (!result.ok) {
+      expect(result.message).toContain("character varying(8)");
+      expect(result.message).not.toContain("secret");
+    }
+    expect(limitProblem({ sqlType: "smallint", integerRange: [-32768, 32767] }, 1)).toBeUndefined();
+  });
+
+  it("keeps limits through defineRowSchema, as the decode worker rebuilds the schema", () => {
+    const schema = defineRowSchema([{ name: "id", type: "integer" }, numeric12], ["id"]);
+    const copy = structuredClone(schema);
+    const rebuilt = defineRowSchema(copy.columns, copy.keyColumns);
+    expect(rebuilt.columns[1]?.limits).toEqual(numeric12.limits);
+    expect(parseRecord(rebuilt, { id: 1, c: "1e11" })).toMatchObject({ ok: false, reason: "OutOfRange" });
   });
 });

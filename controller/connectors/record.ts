@@ -58,6 +58,27 @@ export interface Column {
   readonly type: ColumnType;
   /** Whether null is allowed; defaults to true. Key columns are never nullable. */
   readonly nullable?: boolean;
+  /**
+   * What the target's column type holds beyond the row-model type (a smallint's range, a
+   * varchar(n)'s length, a numeric(p,s)'s precision): a value outside is rejected like any value
+   * that cannot be coerced, before it reaches the target. Absent: the row-model type's own bounds.
+   */
+  readonly limits?: ColumnLimits;
+}
+
+/**
+ * Bounds a target column's SQL type puts on its values, as PostgreSQL enforces them on a write
+ * (controller/connectors/postgres/catalog.ts columnLimitsOf reads them from the catalog).
+ */
+export interface ColumnLimits {
+  /** The SQL type as PostgreSQL names it, for messages: smallint, character varying(8), numeric(12,2). */
+  readonly sqlType: string;
+  /** Least and greatest integer (integer columns): smallint's -32768 and 32767. */
+  readonly integerRange?: readonly [number, number];
+  /** Most characters (Unicode code points) of a text value: varchar(n)'s n. */
+  readonly maxLength?: number;
+  /** numeric(precision, scale) with 0 <= scale <= precision. */
+  readonly numeric?: { readonly precision: number; readonly scale: number };
 }
 
 /** The columns a connector moves and the key that identifies a row (for upserts and keyset reads). */
@@ -71,6 +92,7 @@ export type ValueRejection =
   | "MissingKey"
   | "NullNotAllowed"
   | "NotText"
+  | "TooLong"
   | "ContainsNul"
   | "NotAnInteger"
   | "UnsafeInteger"
@@ -145,10 +167,20 @@ export function defineRowSchema(columns: readonly Column[], keyColumns: readonly
           name: c.name,
           type: c.type,
           nullable: keys.has(c.name) ? false : c.nullable !== false,
+          ...(c.limits ? { limits: freezeLimits(c.limits) } : {}),
         }),
       ),
     ),
     keyColumns: Object.freeze([...keyColumns]),
+  });
+}
+
+function freezeLimits(limits: ColumnLimits): ColumnLimits {
+  return Object.freeze({
+    sqlType: limits.sqlType,
+    ...(limits.integerRange ? { integerRange: Object.freeze([...limits.integerRange] as const) } : {}),
+    ...(limits.maxLength !== undefined ? { maxLength: limits.maxLength } : {}),
+    ...(limits.numeric ? { numeric: Object.freeze({ ...limits.numeric }) } : {}),
   });
 }
 
@@ -222,7 +254,7 @@ function newColumnReader(column: Column, isKey: boolean): ColumnReader {
   const fail: Fail = (reason, detail) => {
     throw new ColumnValueError(name, reason, detail);
   };
-  const coerce = COERCERS[column.type];
+  const coerce = withinLimits(COERCERS[column.type], column.limits);
   const nullable = !isKey && column.nullable !== false;
   return {
     name,
@@ -259,6 +291,100 @@ function columnReaders(schema: RowSchema): readonly ColumnReader[] {
     schemaReaders.set(schema, readers);
   }
   return readers;
+}
+
+/**
+ * The coercion followed by the column's limits, when it has any: the canonical value is judged as
+ * PostgreSQL would judge it on a write (it rounds a numeric to its scale first, and cuts a
+ * varchar's excess trailing spaces rather than refusing them), so no value the target would take
+ * is rejected here.
+ */
+function withinLimits(
+  coerce: (value: unknown, fail: Fail) => RowValue,
+  limits: ColumnLimits | undefined,
+): (value: unknown, fail: Fail) => RowValue {
+  if (!limits) return coerce;
+  return (value, fail) => {
+    const coerced = coerce(value, fail);
+    const problem = limitProblem(limits, coerced);
+    if (problem) fail(problem.reason, problem.detail);
+    return coerced;
+  };
+}
+
+/** Why a canonical value does not fit the limits of its target column, or undefined when it does. */
+export function limitProblem(
+  limits: ColumnLimits,
+  value: RowValue,
+): { readonly reason: ValueRejection; readonly detail: string } | undefined {
+  if (typeof value === "number" && limits.integerRange) {
+    const [min, max] = limits.integerRange;
+    if (value < min || value > max)
+      return {
+        reason: "OutOfRange",
+        detail: `integer is outside the range of ${limits.sqlType} (${min} to ${max})`,
+      };
+  }
+  if (typeof value === "string" && limits.maxLength !== undefined && value.length > limits.maxLength) {
+    const length = codePoints(value);
+    if (length > limits.maxLength && !onlySpacesAfter(value, limits.maxLength))
+      return {
+        reason: "TooLong",
+        detail: `text of ${length} characters is longer than ${limits.sqlType} holds (${limits.maxLength})`,
+      };
+  }
+  if (typeof value === "string" && limits.numeric) {
+    const { precision, scale } = limits.numeric;
+    if (value === "Infinity" || value === "-Infinity")
+      return { reason: "OutOfRange", detail: `${limits.sqlType} cannot hold an infinite value` };
+    if (value !== "NaN" && integerDigitsAfterRounding(value, scale) > precision - scale)
+      return {
+        reason: "OutOfRange",
+        detail: `number overflows ${limits.sqlType}: rounded to ${scale} decimal places it must be less than 10^${precision - scale} in absolute value`,
+      };
+  }
+  return undefined;
+}
+
+function codePoints(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    // A high surrogate followed by a low one is one character.
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    n++;
+  }
+  return n;
+}
+
+/** Whether every character after the first `n` is a space (PostgreSQL cuts those off a varchar(n)). */
+function onlySpacesAfter(text: string, n: number): boolean {
+  let seen = 0;
+  for (const char of text) {
+    if (seen >= n && char !== " ") return false;
+    seen++;
+  }
+  return true;
+}
+
+/**
+ * Digits before the point of a canonical decimal once rounded (half away from zero, as PostgreSQL
+ * rounds a numeric) to `scale` places: 9.995 at scale 2 is 10.00, two digits; 0.5 at scale 0 is 1.
+ */
+export function integerDigitsAfterRounding(decimal: string, scale: number): number {
+  const unsigned = decimal.startsWith("-") ? decimal.slice(1) : decimal;
+  const point = unsigned.indexOf(".");
+  const whole = point < 0 ? unsigned : unsigned.slice(0, point);
+  const fraction = point < 0 ? "" : unsigned.slice(point + 1);
+  const digits = whole === "0" ? 0 : whole.length;
+  if (fraction.length <= scale || fraction.charCodeAt(scale) < 53 /* '5' */) return digits;
+  // Rounding up carries into the whole part only when every kept digit is a 9.
+  const kept = (whole === "0" ? "" : whole) + fraction.slice(0, scale);
+  for (let i = 0; i < kept.length; i++) if (kept.charCodeAt(i) !== 57 /* '9' */) return digits;
+  return digits + 1;
 }
 
 function describe(value: unknown): string {

@@ -2,14 +2,20 @@
  * Starts admitted runs on the configured executor (in-process, child process or Kubernetes Job;
  * none when runs are left to an outside runner) and keeps the handles of the runs this replica
  * executes, so that a Replace or a shadow redirect can cancel them. A run left Running by a replica
- * that died is started again: the runner is idempotent, so a restarted run converges.
+ * that died is started again (the runner is idempotent, so a restarted run converges), or, with the
+ * Job executor, its Job is adopted and watched. When a runner ends and its run is still Running (the
+ * runner wrote no result: killed, OOM-killed, evicted, its Job deleted), the run's runner is lost:
+ * decideLostRun (reconcile/job/lost-run.ts) fails it or queues it again with a backoff, naming why.
  */
+
+import type { KubernetesObject } from "@kubernetes/client-node";
 
 import type { SyncRunStatus } from "../api/syncrun.ts";
 import type { StoredObject } from "../cache/objects.ts";
-import { describeApiError, SYNCRUNS } from "../kube/resource.ts";
+import { describeApiError, isNotFound, SYNCRUNS, statusCodeOf } from "../kube/resource.ts";
 import type { KubeWrites } from "../kube/writes.ts";
-import type { RunExecutor, RunHandle } from "../runner/executors.ts";
+import { decideLostRun } from "../reconcile/job/lost-run.ts";
+import type { RunExecutor, RunHandle, RunnerEnd } from "../runner/executors.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 export interface RunLauncherDeps {
@@ -17,6 +23,14 @@ export interface RunLauncherDeps {
   readonly executor: RunExecutor | undefined;
   readonly kube: KubeWrites;
   readonly log: Logger;
+  /**
+   * Reads a run as the API server has it now (undefined when it is gone): after its runner ended,
+   * whether it wrote a result. Absent: a runner's end is only logged.
+   */
+  readonly readRun?: (namespace: string, name: string) => Promise<KubernetesObject | undefined>;
+  /** Asks for another admission pass (a run this replica executed has ended, or was queued again). */
+  readonly requeue?: () => void;
+  readonly now?: () => Date;
 }
 
 export class RunLauncher {
@@ -48,14 +62,19 @@ export class RunLauncher {
       const key = `${run.namespace}/${run.name}`;
       if (this.#running.has(key)) continue;
       const started = status.executor;
-      if (started?.kind === "Job" && executor.kind === "Job") continue;
       const ref = { namespace: run.namespace ?? "", name: run.name };
+      const admittedAt = status.admittedAt;
       this.#running.set(key, {
         executor: { kind: executor.kind },
         done: Promise.resolve(0),
         cancel: async () => {},
       });
-      void executor.start(ref).then(
+      // A Job started before (this controller restarted) is watched, not started again.
+      const launch =
+        started?.kind === executor.kind && executor.adopt
+          ? executor.adopt(ref, started)
+          : executor.start(ref);
+      void launch.then(
         async (handle) => {
           this.#running.set(key, handle);
           await this.#deps.kube
@@ -68,15 +87,65 @@ export class RunLauncher {
             .catch((err) =>
               this.#deps.log.warn({ run: key, err: describeApiError(err) }, "could not record the executor"),
             );
-          const code = await handle.done;
-          this.#deps.log.info({ run: key, code }, "runner finished");
+          const end: RunnerEnd = await (handle.ended ??
+            handle.done.then((code) => ({
+              code,
+              reason: "RunnerExited",
+              message: `the runner exited with code ${code}`,
+            })));
+          this.#deps.log.info({ run: key, code: end.code }, "runner finished");
+          await this.#settle(ref, admittedAt, end).catch((err) =>
+            this.#deps.log.warn({ run: key, err: describeApiError(err) }, "could not settle the run"),
+          );
           this.#running.delete(key);
+          this.#deps.requeue?.();
         },
         (err) => {
           this.#running.delete(key);
           this.#deps.log.error({ run: key, err: describeApiError(err) }, "could not start the runner");
         },
       );
+    }
+  }
+
+  /**
+   * After a runner ended: a run still Running in this admission (the runner wrote no result) lost
+   * its runner, and is failed or queued again as decideLostRun says, with a write conditional on
+   * the run's resourceVersion (a result written meanwhile wins).
+   */
+  async #settle(
+    ref: { namespace: string; name: string },
+    admittedAt: string | undefined,
+    end: RunnerEnd,
+  ): Promise<void> {
+    const { readRun, kube, log } = this.#deps;
+    if (!readRun) return;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const run = await readRun(ref.namespace, ref.name);
+      const status = (run as { status?: SyncRunStatus } | undefined)?.status;
+      if (!run || status?.phase !== "Running" || status.admittedAt !== admittedAt) return;
+      const type = (run as { spec?: { type?: string } }).spec?.type;
+      const decision = decideLostRun(
+        { type, status },
+        { reason: end.reason, message: end.message },
+        this.#deps.now?.() ?? new Date(),
+      );
+      try {
+        await kube.patchStatus({
+          resource: SYNCRUNS,
+          namespace: ref.namespace,
+          name: ref.name,
+          status: decision.status,
+          resourceVersion: run.metadata?.resourceVersion,
+        });
+      } catch (err) {
+        if (isNotFound(err)) return;
+        if (statusCodeOf(err) === 409) continue;
+        throw err;
+      }
+      log.warn({ run: `${ref.namespace}/${ref.name}`, retried: decision.retried }, decision.event.note);
+      await kube.recordEvent(run, decision.event);
+      return;
     }
   }
 

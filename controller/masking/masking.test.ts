@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Column, Row } from "../connectors/record.ts";
@@ -6,6 +7,7 @@ import {
   compileMasking,
   describeMaskingViolation,
   MaskingRuleError,
+  MIN_HASH_KEY_BYTES,
   maskedColumns,
   REDACTED,
   requiredMaskingViolations,
@@ -59,12 +61,17 @@ describe("applyMasking", () => {
     ];
     const masked = applyMasking(rows, [
       { column: "email", transform: "redact" },
-      { column: "phone", transform: "regexReplace", pattern: "\\d(?=(?:\\D*\\d){2})", replacement: "#" },
+      {
+        column: "phone",
+        transform: "regexReplace",
+        pattern: "\\d([^\\d]*\\d[^\\d]*\\d)$",
+        replacement: "#$1",
+      },
       { column: "note", transform: "regexReplace", pattern: "(x)", replacement: "[$1]" },
     ]);
     expect(masked).toEqual([
-      { id: 1, email: REDACTED, phone: "+## ## #### ##58", note: null },
-      { id: 2, email: null, phone: "### #### ##78", note: "[x]" },
+      { id: 1, email: REDACTED, phone: "+44 20 7946 0#58", note: null },
+      { id: 2, email: null, phone: "030 1234 5#78", note: "[x]" },
     ]);
     expect(rows[0]!.email).toBe("ada@example.org"); // inputs are not modified
   });
@@ -75,6 +82,56 @@ describe("applyMasking", () => {
       [{ column: "ssn", transform: "regexReplace", pattern: "\\d{3}-\\d{2}" }],
     );
     expect(row).toEqual({ ssn: "***-6789" });
+  });
+
+  it("replaces with named groups and $& as JavaScript's replace does", () => {
+    const [row] = applyMasking(
+      [{ card: "4111-1111-1111-1234" }],
+      [
+        {
+          column: "card",
+          transform: "regexReplace",
+          pattern: "(?P<head>\\d{4})-",
+          replacement: "[$<head>]$&",
+        },
+      ],
+    );
+    expect(row).toEqual({ card: "[4111]4111-[1111]1111-[1111]1111-1234" });
+  });
+
+  it("runs a pattern that backtracks exponentially elsewhere in linear time", () => {
+    // (a+)+$ against "aaa…ab": a backtracking engine tries 2^n splits of the a's (at n = 40 it would
+    // not finish in days). RE2 finishes these 100,000 characters in one pass.
+    const value = `${"a".repeat(100_000)}b`;
+    const [row] = applyMasking(
+      [{ v: value, w: "xaaaa" }],
+      [
+        { column: "v", transform: "regexReplace", pattern: "(a+)+$" },
+        { column: "w", transform: "regexReplace", pattern: "(a+)+$" },
+      ],
+    );
+    expect(row).toEqual({ v: value, w: `x${REDACTED}` });
+  });
+
+  it("refuses patterns RE2 cannot run (backreferences, lookaround), naming the column", () => {
+    for (const pattern of ["(\\d)\\1", "\\d(?=\\d{2})", "(?<!x)y", "(?<n>a)\\k<n>"]) {
+      expect(() => compileMasking([{ column: "phone", transform: "regexReplace", pattern }])).toThrow(
+        /^masking rule for column phone: not a pattern RE2 can run: it uses (lookaround|backreferences)/,
+      );
+    }
+  });
+
+  it("refuses a hash rule without a key of at least 16 bytes when a policy requires keyed hashing", () => {
+    const rules = [{ column: "phone", transform: "hash" as const }];
+    expect(() => compileMasking(rules, { requireKey: true })).toThrow(
+      /column phone: policy requires hash masking to be keyed, but the job names no key \(spec\.maskingKeySecretRef\)/,
+    );
+    expect(() => compileMasking(rules, { requireKey: true, salt: "short" })).toThrow(/shorter than 16 bytes/);
+    const key = "k".repeat(MIN_HASH_KEY_BYTES);
+    const [row] = applyMasking([{ phone: "+44 20 7946 0958" }], rules, { requireKey: true, salt: key });
+    expect(row!.phone).toBe(createHmac("sha256", key).update("+44 20 7946 0958").digest("hex"));
+    // Other transforms need no key.
+    expect(() => compileMasking([{ column: "a", transform: "redact" }], { requireKey: true })).not.toThrow();
   });
 
   it("masks partial rows, leaving absent columns absent", () => {
@@ -137,6 +194,15 @@ describe("requiredMaskingViolations", () => {
     ).toEqual([]);
     expect(requiredMaskingViolations(["id", "amount"], [], [requirement])).toEqual([]);
     expect(requiredMaskingViolations(["email"], [], [])).toEqual([]);
+  });
+
+  it("matches column patterns with RE2, and treats one RE2 refuses as matching every column", () => {
+    const violations = requiredMaskingViolations(
+      ["phone", "email"],
+      [{ column: "email", transform: "redact" }],
+      [{ columnPattern: "(?=phone)", transforms: ["hash"] }],
+    );
+    expect(violations.map((v) => v.column)).toEqual(["phone", "email"]);
   });
 
   it("treats a pattern that does not compile as matching every column (fail closed)", () => {

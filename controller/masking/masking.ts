@@ -4,19 +4,23 @@
  * masking (SyncPolicy spec.masking.requiredFor) is in place before anything is written.
  *
  * Transforms, applied to a value in its canonical row-model form (controller/connectors/record.ts):
- * - hash: SHA-256 of the canonical text as 64 lowercase hex digits; with a salt, HMAC-SHA256 keyed
- *   by the salt (a keyed hash, so a dictionary of likely values cannot be hashed and matched without
- *   the salt). The same value always gives the same digest, so a key column masked with hash still
- *   identifies its row and upserts converge.
+ * - hash: with a key (spec.maskingKeySecretRef, from a Secret), HMAC-SHA256 keyed by it, as 64
+ *   lowercase hex digits: a keyed hash, so a dictionary of likely values (every phone number, say)
+ *   cannot be hashed and matched without the key. Without a key, plain SHA-256 of the canonical
+ *   text, which such a dictionary reverses; a SyncPolicy can require the key (masking.requireHashKey),
+ *   and then a hash rule without one is refused (`requireKey`). The same value always gives the same
+ *   digest, so a key column masked with hash still identifies its row and upserts converge.
  * - redact: the text "***".
- * - regexReplace: every match of the pattern (a JavaScript regular expression, applied globally)
- *   replaced by the replacement (JavaScript replacement syntax: $1, $<name>, $&; default "***").
+ * - regexReplace: every match of the pattern replaced by the replacement (JavaScript replacement
+ *   syntax: $1, $<name>, $&; default "***"). The pattern runs on RE2 (../api/re2.ts), in time linear
+ *   in the value: a pattern RE2 cannot run (backreferences, lookaround) is refused, never run.
  *
  * NULL stays NULL under every transform: there is no value to protect, and a key is never NULL.
  * Every transform yields text, so a masked column is a text column in the target.
  */
 
 import { createHash, createHmac } from "node:crypto";
+import { compileRe2, type Re2, re2ReplaceAll } from "../api/re2.ts";
 import type { Column, Row, RowValue } from "../connectors/record.ts";
 
 export type MaskingTransform = "hash" | "redact" | "regexReplace";
@@ -25,7 +29,7 @@ export type MaskingTransform = "hash" | "redact" | "regexReplace";
 export interface MaskingRule {
   readonly column: string;
   readonly transform: MaskingTransform;
-  /** The regular expression of regexReplace. */
+  /** The regular expression of regexReplace (RE2 syntax). */
   readonly pattern?: string | undefined;
   /** The replacement text of regexReplace; default "***". */
   readonly replacement?: string | undefined;
@@ -33,7 +37,7 @@ export interface MaskingRule {
 
 /** A policy's demand that columns whose names match a pattern be masked with one of some transforms. */
 export interface MaskingRequirement {
-  /** Regular expression over column names, matched case-insensitively (as policy evaluation does). */
+  /** RE2 regular expression over column names, matched case-insensitively (as policy evaluation does). */
   readonly columnPattern: string;
   /** The transforms that satisfy the requirement. */
   readonly transforms: readonly MaskingTransform[];
@@ -42,9 +46,20 @@ export interface MaskingRequirement {
 }
 
 export interface MaskingOptions {
-  /** Per-job salt for hash (from a Secret); without it, hash is plain SHA-256. */
+  /**
+   * The job's HMAC key for hash (spec.maskingKeySecretRef, or the older salt annotation, read from a
+   * Secret); without it, hash is plain SHA-256.
+   */
   readonly salt?: string | undefined;
+  /**
+   * A policy requires hash to be keyed: a hash rule without a key (or with one shorter than
+   * MIN_HASH_KEY_BYTES) is refused rather than applied as plain SHA-256.
+   */
+  readonly requireKey?: boolean | undefined;
 }
+
+/** The shortest key a policy that requires keyed hashing accepts: 128 bits. */
+export const MIN_HASH_KEY_BYTES = 16;
 
 export const REDACTED = "***";
 
@@ -109,6 +124,14 @@ function valueMask(rule: MaskingRule, options: MaskingOptions): ValueMask {
   switch (rule.transform) {
     case "hash": {
       const salt = options.salt;
+      if (
+        options.requireKey &&
+        (salt === undefined || Buffer.byteLength(salt, "utf8") < MIN_HASH_KEY_BYTES)
+      ) {
+        throw new MaskingRuleError(
+          `masking rule for column ${rule.column}: policy requires hash masking to be keyed, but ${salt ? `the key (spec.maskingKeySecretRef) is shorter than ${MIN_HASH_KEY_BYTES} bytes` : "the job names no key (spec.maskingKeySecretRef)"}`,
+        );
+      }
       return salt === undefined || salt === ""
         ? (value) => createHash("sha256").update(canonicalText(value), "utf8").digest("hex")
         : (value) => createHmac("sha256", salt).update(canonicalText(value), "utf8").digest("hex");
@@ -119,16 +142,14 @@ function valueMask(rule: MaskingRule, options: MaskingOptions): ValueMask {
       if (rule.pattern === undefined) {
         throw new MaskingRuleError(`masking rule for column ${rule.column}: regexReplace needs a pattern`);
       }
-      let pattern: RegExp;
+      let pattern: Re2;
       try {
-        pattern = new RegExp(rule.pattern, "g");
+        pattern = compileRe2(rule.pattern);
       } catch (error) {
-        throw new MaskingRuleError(
-          `masking rule for column ${rule.column}: the pattern is not a valid regular expression (${(error as Error).message})`,
-        );
+        throw new MaskingRuleError(`masking rule for column ${rule.column}: ${(error as Error).message}`);
       }
       const replacement = rule.replacement ?? REDACTED;
-      return (value) => canonicalText(value).replace(pattern, replacement);
+      return (value) => re2ReplaceAll(pattern, canonicalText(value), replacement);
     }
   }
 }
@@ -161,9 +182,9 @@ export function requiredMaskingViolations(
   const declared = new Map(rules.map((r) => [r.column, r.transform]));
   const violations: MaskingViolation[] = [];
   for (const requirement of requirements) {
-    let pattern: RegExp | undefined;
+    let pattern: Re2 | undefined;
     try {
-      pattern = new RegExp(requirement.columnPattern, "i");
+      pattern = compileRe2(requirement.columnPattern, { caseInsensitive: true });
     } catch {
       pattern = undefined;
     }

@@ -51,7 +51,7 @@ export const SPEC_OR_LABELS_CHANGED =
   " || has(object.metadata.labels) != has(oldObject.metadata.labels)" +
   " || (has(object.metadata.labels) && object.metadata.labels != oldObject.metadata.labels)";
 
-/** The CEL rules, then one rule per masking requirement, then the shadow requirement. */
+/** The CEL rules, then one rule per masking requirement, the hash key, then the shadow requirement. */
 export function admissionRules(spec: SyncPolicySpec): AdmissionRule[] {
   const rules: AdmissionRule[] = (spec.rules ?? []).map((r) => ({ ...r }));
   for (const req of spec.masking?.requiredFor ?? []) {
@@ -64,6 +64,14 @@ export function admissionRules(spec: SyncPolicySpec): AdmissionRule[] {
         `(${WRITTEN_COLUMNS}).all(c, !c.matches(${celString(`(?i:${req.columnPattern})`)}) ||` +
         ` (has(object.spec.masking) && object.spec.masking.exists(m, m.column == c && m.transform in [${transforms}])))`,
       message: `columns matching /${req.columnPattern}/ must be masked with ${req.transforms.join(" or ")}`,
+    });
+  }
+  if (spec.masking?.requireHashKey) {
+    rules.push({
+      name: "masking-key",
+      expression:
+        "has(object.spec.maskingKeySecretRef) || !has(object.spec.masking) || !object.spec.masking.exists(m, m.transform == 'hash')",
+      message: "spec.maskingKeySecretRef: hash masking must be keyed (HMAC-SHA256 with a key from a Secret)",
     });
   }
   if (spec.shadow?.required) {

@@ -15,5 +15,6 @@ export function admittedPolicy(effective: EffectivePolicy): AdmittedPolicy {
       transforms: [...r.transforms],
     })),
     breaker: effective.breaker as AdmittedPolicy["breaker"],
+    ...(effective.hashKeyRequired ? { hashKeyRequired: true } : {}),
   };
 }

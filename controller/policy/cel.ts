@@ -1,5 +1,6 @@
-import { type CelInput, celEnv, isCelError, parse, plan } from "@bufbuild/cel";
+import { type CelInput, CelScalar, celEnv, celFunc, isCelError, parse, plan } from "@bufbuild/cel";
 import { strings } from "@bufbuild/cel/ext";
+import { CostMeter, estimateCost, PER_RULE_COST_LIMIT } from "./cel-cost.ts";
 
 /**
  * CEL admission rules, evaluated as Kubernetes' ValidatingAdmissionPolicy evaluates them: the
@@ -7,10 +8,21 @@ import { strings } from "@bufbuild/cel/ext";
  * reserved word in CEL), whole numbers are CEL ints, and a rule holds when it returns true.
  * The environment has the standard library plus the strings extension (split, lowerAscii, trim, ...),
  * which Kubernetes also provides, so a rule that runs here runs in the API server too.
+ *
+ * As in Kubernetes, a rule has a cost budget (cel-cost.ts): a rule whose estimated cost over the
+ * largest inputs the schemas allow exceeds it does not compile, and a running rule is stopped with
+ * an error when its metered cost passes it, so no rule can hold the controller's event loop.
  */
 export type CompiledRule =
-  | { ok: true; evaluate: (bindings: RuleBindings) => RuleOutcome }
+  | { ok: true; estimatedCost: number; evaluate: (bindings: RuleBindings) => RuleOutcome }
   | { ok: false; position: string | undefined; reason: string };
+
+export interface CostLimits {
+  /** The largest estimated cost a rule may have to compile; default PER_RULE_COST_LIMIT. */
+  estimated?: number;
+  /** The cost after which a running rule is stopped; default PER_RULE_COST_LIMIT. */
+  runtime?: number;
+}
 
 export interface RuleBindings {
   object: unknown;
@@ -24,15 +36,31 @@ export const RULE_VARIABLES: readonly string[] = ["object", "namespaceObject"];
 
 const env = celEnv({ funcs: strings });
 
+/**
+ * The meter of the rule being evaluated (evaluation is synchronous, so one at a time). The planned
+ * program calls COST_FUNCTION in each comprehension's loop condition, before each iteration.
+ */
+let activeMeter: CostMeter | undefined;
+/** Not a name a rule can write ('@' is not an identifier character), so only instrumentation calls it. */
+const COST_FUNCTION = "@syncgov.cost";
+const meteredEnv = celEnv({
+  funcs: [
+    ...strings,
+    celFunc(COST_FUNCTION, [CelScalar.DYN, CelScalar.INT], CelScalar.DYN, (value, cost) => {
+      activeMeter?.add(Number(cost));
+      return value;
+    }),
+  ],
+});
+
 type ParsedRule = ReturnType<typeof parse>;
 type Expr = ParsedRule["expr"];
 
-export function compileRule(expression: string): CompiledRule {
+export function compileRule(expression: string, limits: CostLimits = {}): CompiledRule {
   let parsed: ParsedRule;
-  let program: ReturnType<typeof plan>;
   try {
     parsed = parse(expression);
-    program = plan(env, parsed);
+    plan(env, parsed);
   } catch (err) {
     const text = err instanceof Error ? err.message : String(err);
     const m = /^<input>:(\d+):(\d+): (.*)$/s.exec(text);
@@ -49,10 +77,25 @@ export function compileRule(expression: string): CompiledRule {
       reason: unresolved.reason,
     };
   }
+  const estimate = estimateCost(parsed.expr);
+  const estimatedLimit = limits.estimated ?? PER_RULE_COST_LIMIT;
+  if (estimate.cost > estimatedLimit) {
+    return {
+      ok: false,
+      position: undefined,
+      reason: `estimated cost ${costText(estimate.cost)} exceeds the budget of ${estimatedLimit} per rule (over the largest inputs the schemas allow; a comprehension costs its list's maxItems times its body, so nested ones multiply)`,
+    };
+  }
+  meterComprehensions(parsed.expr, estimate.iterationCost);
+  const program = plan(meteredEnv, parsed);
+  const runtimeLimit = limits.runtime ?? PER_RULE_COST_LIMIT;
   return {
     ok: true,
+    estimatedCost: estimate.cost,
     evaluate: (bindings) => {
+      const meter = new CostMeter(runtimeLimit);
       let result: ReturnType<typeof program>;
+      activeMeter = meter;
       try {
         result = program({
           object: toCel(bindings.object),
@@ -60,12 +103,62 @@ export function compileRule(expression: string): CompiledRule {
         } as never);
       } catch (err) {
         return { error: err instanceof Error ? err.message : String(err) };
+      } finally {
+        activeMeter = undefined;
       }
+      // The meter's error may be absorbed by && or ||; the rule was stopped all the same.
+      if (meter.exceeded)
+        return { error: `cost limit exceeded: stopped after ${meter.spent} of ${runtimeLimit}` };
       if (isCelError(result)) return { error: result.message };
       if (typeof result !== "boolean") return { error: `the rule returned ${typeof result}, not a bool` };
       return { holds: result };
     },
   };
+}
+
+function costText(cost: number): string {
+  return Number.isFinite(cost) && cost < 1e15 ? String(Math.ceil(cost)) : "beyond 10^15";
+}
+
+/**
+ * Wraps each comprehension's loop condition in COST_FUNCTION(condition, cost of one iteration):
+ * the meter charges every iteration before its body runs, and stops the fold by throwing (the
+ * planner turns that into an error, which ends the fold) once the budget is spent.
+ */
+function meterComprehensions(expr: Expr | undefined, iterationCost: ReadonlyMap<bigint, number>): void {
+  if (!expr) return;
+  const kind = expr.exprKind;
+  switch (kind.case) {
+    case "selectExpr":
+      meterComprehensions(kind.value.operand, iterationCost);
+      return;
+    case "callExpr":
+      meterComprehensions(kind.value.target, iterationCost);
+      for (const arg of kind.value.args) meterComprehensions(arg, iterationCost);
+      return;
+    case "listExpr":
+      for (const element of kind.value.elements) meterComprehensions(element, iterationCost);
+      return;
+    case "structExpr":
+      for (const entry of kind.value.entries) {
+        if (entry.keyKind.case === "mapKey") meterComprehensions(entry.keyKind.value, iterationCost);
+        meterComprehensions(entry.value, iterationCost);
+      }
+      return;
+    case "comprehensionExpr": {
+      const c = kind.value;
+      for (const part of [c.iterRange, c.accuInit, c.loopCondition, c.loopStep, c.result])
+        meterComprehensions(part, iterationCost);
+      const charge = parse(`f(true, ${Math.ceil(iterationCost.get(expr.id) ?? 1)})`).expr!;
+      if (charge.exprKind.case !== "callExpr") return;
+      charge.exprKind.value.function = COST_FUNCTION;
+      if (c.loopCondition) charge.exprKind.value.args[0] = c.loopCondition;
+      c.loopCondition = charge;
+      return;
+    }
+    default:
+      return;
+  }
 }
 
 /** JSON → CEL input: whole numbers become ints (bigint), as in Kubernetes' CEL. */

@@ -77,3 +77,57 @@ describe("effectivePolicy: what admission records for the runner", () => {
     expect(effective.violations[0]?.message).toContain("is not a valid regular expression");
   });
 });
+
+describe("effectivePolicy: keyed hash masking", () => {
+  const hashing = (over: Record<string, unknown> = {}) => {
+    const spec = SyncJob.shape.spec.parse({
+      ...job.spec,
+      masking: [
+        { column: "email", transform: "redact" },
+        { column: "phone", transform: "hash" },
+      ],
+      ...over,
+    });
+    return { ...subject, spec, object: { ...job, spec } };
+  };
+  const requiring = (enforcement: string) =>
+    policy("keyed", { enforcement, masking: { requireHashKey: true } });
+
+  it("blocks a job that hashes without a key, naming spec.maskingKeySecretRef and the rule", () => {
+    const effective = effectivePolicy([requiring("Enforce")], hashing(), ns);
+    expect(effective.verdict).toBe("Block");
+    expect(effective.violations).toEqual([
+      {
+        policy: "keyed",
+        rule: "masking-key",
+        enforcement: "Enforce",
+        message: expect.stringMatching(
+          /^spec\.maskingKeySecretRef: hash masking must be keyed .*spec\.masking\[1\] \(column phone\) hashes without one/,
+        ),
+      },
+    ]);
+    expect(effective.hashKeyRequired).toBe(true);
+    expect(admittedPolicy(effective).hashKeyRequired).toBe(true);
+  });
+
+  it("admits a job that names its key, or hashes nothing; a Warn policy records but does not require", () => {
+    const keyed = hashing({ maskingKeySecretRef: { name: "pii-key" } });
+    expect(keyed.spec.maskingKeySecretRef).toEqual({ name: "pii-key", key: "key" });
+    expect(effectivePolicy([requiring("Enforce")], keyed, ns).verdict).toBe("Admit");
+    expect(effectivePolicy([requiring("Enforce")], subject, ns).verdict).toBe("Admit");
+    const warned = effectivePolicy([requiring("Warn")], hashing(), ns);
+    expect(warned.verdict).toBe("Warn");
+    expect(warned.hashKeyRequired).toBe(false);
+    expect(admittedPolicy(warned).hashKeyRequired).toBeUndefined();
+  });
+
+  it("matches required column patterns with RE2: a lookaround pattern blocks (fails closed)", () => {
+    const effective = effectivePolicy(
+      [policy("look", { masking: { requiredFor: [{ columnPattern: "(?=email)" }] } })],
+      subject,
+      ns,
+    );
+    expect(effective.verdict).toBe("Block");
+    expect(effective.violations[0]?.message).toContain("is not a valid regular expression for RE2");
+  });
+});

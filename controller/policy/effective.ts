@@ -1,8 +1,10 @@
+import { compileRe2, type Re2 } from "../api/re2.ts";
 import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { Enforcement, SyncPolicySpec } from "../api/syncpolicy.ts";
 import type { MaskingRequirement } from "../masking/masking.ts";
 import { type BreakerConfigInput, strictestBreakerBounds } from "../resilience/breaker-config.ts";
 import { type CompiledRule, compileRule } from "./cel.ts";
+import { PER_POLICY_COST_LIMIT } from "./cel-cost.ts";
 import { selectorMatches } from "./selector.ts";
 
 /** What a policy check needs to know about a job and its namespace. */
@@ -74,6 +76,8 @@ export interface EffectivePolicy {
   breaker: BreakerConfigInput;
   /** Masking the matching Enforce-mode policies require; recorded on each admitted run. */
   requiredMasking: MaskingRequirement[];
+  /** A matching Enforce-mode policy requires keyed hash masking; recorded on each admitted run. */
+  hashKeyRequired: boolean;
   violations: Violation[];
   /** The strictest enforcement among the policies that report a violation. */
   verdict: "Admit" | "Warn" | "Audit" | "Block";
@@ -98,13 +102,66 @@ export function compiledRule(expression: string): CompiledRule {
   return c;
 }
 
-/** The pattern as a case-insensitive RegExp, or undefined when it is not a valid regular expression. */
-function columnPattern(source: string): RegExp | undefined {
+/**
+ * The pattern as a case-insensitive RE2 expression (../api/re2.ts: linear time, as the API server's
+ * CEL matches() is), or undefined when RE2 does not accept it.
+ */
+function columnPattern(source: string): Re2 | undefined {
   try {
-    return new RegExp(source, "i");
+    return compileRe2(source, { caseInsensitive: true });
   } catch {
     return undefined;
   }
+}
+
+/** A rule of a policy that cannot be used: it does not compile, or the policy's rules cost too much. */
+export interface RuleProblem {
+  rule: string;
+  /** spec.rules[i].expression */
+  field: string;
+  /** line:column in the expression, when the compiler says. */
+  position: string | undefined;
+  reason: string;
+}
+
+const problemsBySpec = new WeakMap<SyncPolicySpec, RuleProblem[]>();
+
+/**
+ * The rules of a policy that cannot judge: each that does not compile (which includes an estimated
+ * cost over the per-rule budget), and the rule with which the rules' estimated costs together pass
+ * PER_POLICY_COST_LIMIT. Such a policy fails closed (effectivePolicy).
+ */
+export function ruleProblems(spec: SyncPolicySpec): RuleProblem[] {
+  const known = problemsBySpec.get(spec);
+  if (known) return known;
+  const problems: RuleProblem[] = [];
+  let total = 0;
+  let over = false;
+  (spec.rules ?? []).forEach((rule, i) => {
+    const field = `spec.rules[${i}].expression`;
+    const c = compiledRule(rule.expression);
+    if (!c.ok) {
+      problems.push({ rule: rule.name, field, position: c.position, reason: c.reason });
+      return;
+    }
+    total += c.estimatedCost;
+    if (!over && total > PER_POLICY_COST_LIMIT) {
+      over = true;
+      problems.push({
+        rule: rule.name,
+        field,
+        position: undefined,
+        reason: `the policy's rules up to this one have an estimated cost of ${Math.ceil(total)}, over the budget of ${PER_POLICY_COST_LIMIT} per policy`,
+      });
+    }
+  });
+  problemsBySpec.set(spec, problems);
+  return problems;
+}
+
+/** "spec.rules[2].expression (rule team-label): 1:7: undeclared reference to 'objct'" */
+export function describeRuleProblem(p: RuleProblem): string {
+  return `${p.field} (rule ${p.rule}): ${p.position ? `${p.position}: ` : ""}${p.reason}`;
 }
 
 /** Evaluates every matching policy against the job; a pure function of its inputs. */
@@ -119,9 +176,21 @@ export function effectivePolicy(
   const namespaceObject = { metadata: { name: ns.name, labels: ns.labels } };
   for (const p of matching) {
     const enforcement = p.spec.enforcement;
-    for (const rule of p.spec.rules ?? []) {
+    const problems = ruleProblems(p.spec);
+    // Fails closed, as an unreadable masking requirement does: a rule that cannot judge blocks every
+    // job the policy matches, whatever the policy's enforcement, until the policy is fixed (its
+    // Ready condition says why). No rule of such a policy is evaluated.
+    for (const problem of problems) {
+      violations.push({
+        policy: p.name,
+        rule: problem.rule,
+        enforcement: "Enforce",
+        message: `SyncPolicy ${p.name} cannot judge: ${describeRuleProblem(problem)}; it blocks every job it matches until fixed`,
+      });
+    }
+    for (const rule of problems.length > 0 ? [] : (p.spec.rules ?? [])) {
       const c = compiledRule(rule.expression);
-      if (!c.ok) continue; // a rule that does not compile makes the policy not Ready; it judges nothing
+      if (!c.ok) continue; // unreachable: ruleProblems reported it
       const outcome = c.evaluate({ object: job.object, namespaceObject });
       if ("error" in outcome) {
         violations.push({
@@ -142,7 +211,7 @@ export function effectivePolicy(
           policy: p.name,
           rule: "masking",
           enforcement: "Enforce",
-          message: `masking.requiredFor columnPattern ${JSON.stringify(req.columnPattern)} is not a valid regular expression`,
+          message: `masking.requiredFor columnPattern ${JSON.stringify(req.columnPattern)} is not a valid regular expression for RE2`,
         });
         continue;
       }
@@ -159,6 +228,15 @@ export function effectivePolicy(
           });
         }
       }
+    }
+    const unkeyed = unkeyedHashRules(job.spec);
+    if (p.spec.masking?.requireHashKey && unkeyed.length > 0) {
+      violations.push({
+        policy: p.name,
+        rule: "masking-key",
+        enforcement,
+        message: `spec.maskingKeySecretRef: hash masking must be keyed (HMAC-SHA256 with a key from a Secret), but ${unkeyed.join(", ")} ${unkeyed.length === 1 ? "hashes" : "hash"} without one; name a Secret holding a key of at least 16 bytes in spec.maskingKeySecretRef`,
+      });
     }
     if (p.spec.shadow?.required && job.spec.shadow?.enabled === false) {
       violations.push({
@@ -210,9 +288,20 @@ export function effectivePolicy(
           transforms: [...r.transforms],
         })),
       ),
+    hashKeyRequired: matching.some(
+      (p) => p.spec.enforcement === "Enforce" && p.spec.masking?.requireHashKey === true,
+    ),
     violations,
     verdict: worst === 3 ? "Block" : worst === 2 ? "Warn" : worst === 1 ? "Audit" : "Admit",
   };
+}
+
+/** The job's hash rules, as `spec.masking[i] (column c)`, when it names no key for them. */
+function unkeyedHashRules(spec: SyncJobSpec): string[] {
+  if (spec.maskingKeySecretRef !== undefined) return [];
+  return (spec.masking ?? []).flatMap((m, i) =>
+    m.transform === "hash" ? [`spec.masking[${i}] (column ${m.column})`] : [],
+  );
 }
 
 /** Columns a job writes that the spec names: key, version, file fields, masking rules. */

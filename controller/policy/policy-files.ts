@@ -5,7 +5,7 @@ import type { SyncJob } from "../api/syncjob.ts";
 import type { SyncPolicy } from "../api/syncpolicy.ts";
 import { describeErrors, validateSyncJob, validateSyncPolicy } from "../api/validate.ts";
 import type { NamedPolicy } from "./effective.ts";
-import { compiledRule } from "./effective.ts";
+import { ruleProblems } from "./effective.ts";
 
 /**
  * Reading SyncPolicy and SyncJob manifests from YAML files, as `syncgov policy test` and
@@ -130,34 +130,24 @@ export function toJob(
   return { job: { namespace: ns, name, job: { ...job, metadata: { ...job.metadata, namespace: ns } } } };
 }
 
-/** A rule of a policy that does not compile. */
+/** A rule of a policy that does not compile, or over the cost budget (effective.ts, ruleProblems). */
 export interface RuleCompileError {
   policy: string;
   rule: string;
+  /** spec.rules[i].expression */
+  field: string;
   /** line:column in the expression, when the compiler says. */
   position: string | undefined;
   reason: string;
 }
 
 export function ruleCompileErrors(policy: NamedPolicy): RuleCompileError[] {
-  const errors: RuleCompileError[] = [];
-  for (const rule of policy.spec.rules ?? []) {
-    const compiled = compiledRule(rule.expression);
-    if (!compiled.ok) {
-      errors.push({
-        policy: policy.name,
-        rule: rule.name,
-        position: compiled.position,
-        reason: compiled.reason,
-      });
-    }
-  }
-  return errors;
+  return ruleProblems(policy.spec).map((p) => ({ policy: policy.name, ...p }));
 }
 
-/** "SyncPolicy/baseline rule team-label: 1:7: undeclared reference to 'objct'" */
+/** "SyncPolicy/baseline spec.rules[3].expression (rule team-label): 1:7: undeclared reference to 'objct'" */
 export function describeCompileError(e: RuleCompileError): string {
-  return `SyncPolicy/${e.policy} rule ${e.rule}: ${e.position ? `${e.position}: ` : ""}${e.reason}`;
+  return `SyncPolicy/${e.policy} ${e.field} (rule ${e.rule}): ${e.position ? `${e.position}: ` : ""}${e.reason}`;
 }
 
 /**

@@ -155,12 +155,12 @@ describe("runPolicyTests", () => {
     expect(report.results).toEqual([]);
     expect(lines).toContainEqual(
       expect.stringMatching(
-        /^ERROR .*p\.yaml#1 SyncPolicy\/broken rule half-written: 1:18: found = but expecting/,
+        /^ERROR .*p\.yaml#1 SyncPolicy\/broken spec\.rules\[1\]\.expression \(rule half-written\): 1:18: found = but expecting/,
       ),
     );
     expect(lines).toContainEqual(
       expect.stringMatching(
-        /^ERROR .*p\.yaml#1 SyncPolicy\/broken rule misspelt: 1:30: undeclared reference to 'objct'/,
+        /^ERROR .*p\.yaml#1 SyncPolicy\/broken spec\.rules\[2\]\.expression \(rule misspelt\): 1:30: undeclared reference to 'objct'/,
       ),
     );
     expect(lines).toContainEqual(

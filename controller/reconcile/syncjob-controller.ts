@@ -2,14 +2,17 @@
  * The SyncJob controller: decides a job's level from one cache snapshot (decideJob, pure) and
  * carries the decision out through the KubeWrites port — shadow-table steps first (their failure
  * leaves the status as it is, so the same step is decided again with backoff), then the runs to
- * create and delete, the status, and the events. Its own writes go into the cache at once.
+ * create and delete, the status, and the events. Its own writes go into the cache at once. It also
+ * watches its Running runs' heartbeats: a runner silent for longer than the bound is lost, and its
+ * run is failed or queued again (./job/lost-run.ts), the silent runner stopped.
  */
 
 import type { KubernetesObject } from "@kubernetes/client-node";
+import type { SyncRunStatus } from "../api/syncrun.ts";
 import type { ClusterCache } from "../cache/cluster.ts";
 import { keyOf } from "../cache/objects.ts";
 import { controllerReference } from "../kube/ownership.ts";
-import { isNotFound, SYNCJOBS } from "../kube/resource.ts";
+import { isNotFound, SYNCJOBS, SYNCRUNS, statusCodeOf } from "../kube/resource.ts";
 import type { KubeWrites } from "../kube/writes.ts";
 import {
   hasPendingRequest,
@@ -17,6 +20,7 @@ import {
   type ShadowStatus,
   shadowStatusPatch,
 } from "../shadow/state.ts";
+import { decideLostRun, staleHeartbeat } from "./job/lost-run.ts";
 import type { ObjectKey, ReconcileResult, Reconciler } from "./reconciler.ts";
 import { decideJob, type JobDecision } from "./syncjob.ts";
 
@@ -40,6 +44,8 @@ export interface SyncJobControllerDeps {
    * an approval or rollback not yet handled. Without it such requests are refused.
    */
   readonly requestGuard?: () => Promise<RequestGuard>;
+  /** Stops this replica's runner of a run, if it executes it (a silent runner, once its run is lost). */
+  readonly cancelRun?: (namespace: string, name: string) => Promise<void>;
 }
 
 export class SyncJobController implements Reconciler {
@@ -63,12 +69,14 @@ export class SyncJobController implements Reconciler {
     const requestGuard = hasPendingRequest(shadowStatus, entry.object.metadata?.annotations)
       ? await this.#deps.requestGuard?.()
       : undefined;
+    const now = this.#deps.now?.() ?? new Date();
+    const checkAt = await this.#failSilentRunners(namespace, entry.name, now);
     const decision = decideJob({
       object: entry.object,
       policies,
       namespace: cache.namespace(namespace),
       runs: cache.runsOf(namespace, entry.name),
-      now: this.#deps.now?.() ?? new Date(),
+      now,
       view: cache.jobView(entry, policies),
       ...(requestGuard ? { requestGuard } : {}),
     });
@@ -115,6 +123,51 @@ export class SyncJobController implements Reconciler {
       }
     }
     for (const ev of decision.events) await kube.recordEvent(entry.object, ev);
-    return decision.requeueAfterMs !== undefined ? { requeueAfter: decision.requeueAfterMs } : undefined;
+    const requeue = [
+      ...(decision.requeueAfterMs !== undefined ? [decision.requeueAfterMs] : []),
+      ...(checkAt !== undefined ? [Math.max(checkAt - now.getTime(), 1000)] : []),
+    ];
+    return requeue.length > 0 ? { requeueAfter: Math.min(...requeue) } : undefined;
+  }
+
+  /**
+   * Running runs of the job whose runner stopped beating: each is failed or queued again
+   * (decideLostRun), conditional on its resourceVersion, and its runner, if this replica executes
+   * it, stopped. Returns when to look again (the soonest time a live runner's heartbeat goes stale).
+   */
+  async #failSilentRunners(namespace: string, job: string, now: Date): Promise<number | undefined> {
+    const { cache, kube } = this.#deps;
+    const snap = cache.snapshot();
+    let checkAt: number | undefined;
+    for (const summary of cache.runsOf(namespace, job)) {
+      if (summary.phase !== "Running") continue;
+      const run = snap.get(keyOf("SyncRun", namespace, summary.name));
+      if (!run) continue;
+      const status = (run.object as { status?: SyncRunStatus }).status;
+      const stale = staleHeartbeat(status, now);
+      if (!stale) continue;
+      if ("checkAt" in stale) {
+        checkAt = checkAt === undefined ? stale.checkAt : Math.min(checkAt, stale.checkAt);
+        continue;
+      }
+      const decision = decideLostRun({ type: run.runType, status }, stale.loss, now);
+      try {
+        const written = await kube.patchStatus({
+          resource: SYNCRUNS,
+          namespace,
+          name: run.name,
+          status: decision.status,
+          resourceVersion: run.resourceVersion,
+        });
+        cache.wrote("SyncRun", written);
+      } catch (err) {
+        // Gone, or changed meanwhile (a heartbeat or a result arrived): the next reconcile sees it.
+        if (isNotFound(err) || statusCodeOf(err) === 409) continue;
+        throw err;
+      }
+      await kube.recordEvent(run.object, decision.event);
+      await this.#deps.cancelRun?.(namespace, run.name);
+    }
+    return checkAt;
   }
 }

@@ -14,6 +14,7 @@ import type { EventRecord } from "../kube/events.ts";
 import { SYNCPOLICIES } from "../kube/resource.ts";
 import { setCondition } from "../kube/status.ts";
 import type { KubeWrites } from "../kube/writes.ts";
+import { describeRuleProblem } from "../policy/effective.ts";
 import { ruleCompileErrors } from "../policy/policy-files.ts";
 import type { ObjectKey, ReconcileResult, Reconciler } from "./reconciler.ts";
 
@@ -30,7 +31,8 @@ export interface PolicyStatusDecision {
 }
 
 /**
- * Ready (every CEL rule compiles, with its position and reason when not), how many jobs the policy
+ * Ready (every CEL rule compiles within the cost budget, with its field, position and reason when
+ * not; such a policy blocks the jobs it matches), how many jobs the policy
  * matches and how many of them violate it, as the jobs' statuses record it.
  */
 export function decidePolicyStatus(
@@ -42,13 +44,12 @@ export function decidePolicyStatus(
   const status = (policy as { status?: Record<string, unknown> }).status ?? {};
   const parsed = validateSyncPolicy(policy);
   const generation = policy.metadata?.generation ?? 0;
-  const ruleErrors = parsed.ok
-    ? ruleCompileErrors({ name, spec: (parsed.value as SyncPolicy).spec }).map((e) => ({
-        rule: e.rule,
-        ...(e.position ? { position: e.position } : {}),
-        reason: e.reason,
-      }))
-    : [];
+  const problems = parsed.ok ? ruleCompileErrors({ name, spec: (parsed.value as SyncPolicy).spec }) : [];
+  const ruleErrors = problems.map((e) => ({
+    rule: e.rule,
+    ...(e.position ? { position: e.position } : {}),
+    reason: e.reason.slice(0, 1024),
+  }));
   let matched = 0;
   let violating = 0;
   for (const job of jobs) {
@@ -59,7 +60,7 @@ export function decidePolicyStatus(
   const ready = ruleErrors.length === 0;
   const message = ready
     ? "All rules compile."
-    : ruleErrors.map((e) => `rule ${e.rule}: ${e.position ? `${e.position}: ` : ""}${e.reason}`).join("; ");
+    : `${problems.map(describeRuleProblem).join("; ")}. The policy blocks every job it matches until fixed.`;
   const { conditions, changed } = setCondition(
     status.conditions as Condition[] | undefined,
     {

@@ -23,7 +23,7 @@ import { hostname } from "node:os";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import { context } from "@opentelemetry/api";
 import type { Condition } from "../api/common.ts";
-import { isFinishedPhase } from "../api/phases.ts";
+import { isFinishedPhase, RUNNER_HEARTBEAT_INTERVAL_MS } from "../api/phases.ts";
 import type { RunPhase, SyncRunStatus } from "../api/syncrun.ts";
 import { describeErrors, validateSyncJob, validateSyncRun } from "../api/validate.ts";
 import { type EventRecord, EventRecorder } from "../kube/events.ts";
@@ -57,7 +57,8 @@ export function parseRunRef(text: string): RunRef {
 
 /**
  * Annotation on a SyncJob naming the Secret that holds the salt of its hash masking, as
- * `<secret>` (key "salt") or `<secret>/<key>`.
+ * `<secret>` (key "salt") or `<secret>/<key>`. Deprecated: spec.maskingKeySecretRef names the key
+ * and takes precedence; only the spec field satisfies a policy that requires keyed hashing.
  */
 export const MASKING_SALT_ANNOTATION = "syncgov.io/masking-salt-secret";
 
@@ -75,6 +76,26 @@ export interface ClusterRunOptions {
   readonly batchSize?: number;
   /** Reported as events.k8s.io reportingInstance; default the host name. */
   readonly instance?: string;
+  /** How often the runner writes status.heartbeatTime while it runs; default RUNNER_HEARTBEAT_INTERVAL_MS (10 s). */
+  readonly heartbeatIntervalMs?: number;
+  /**
+   * How long the final status write is retried while the API server is away (connection errors,
+   * 429, 5xx); default FINAL_STATUS_TIMEOUT_MS (15 min), or SYNCGOV_FINAL_STATUS_TIMEOUT_SECONDS.
+   * The runner does not return (and `syncgov run` does not exit) before the write landed or this passed.
+   */
+  readonly finalStatusTimeoutMs?: number;
+}
+
+/**
+ * The default bound on retrying the final status write: longer than any API server restart or
+ * control-plane upgrade we expect, shorter than a runner Job's usual activeDeadlineSeconds.
+ */
+export const FINAL_STATUS_TIMEOUT_MS = 900_000;
+
+function finalStatusTimeout(options: ClusterRunOptions): number {
+  if (options.finalStatusTimeoutMs !== undefined) return options.finalStatusTimeoutMs;
+  const seconds = Number(process.env.SYNCGOV_FINAL_STATUS_TIMEOUT_SECONDS);
+  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : FINAL_STATUS_TIMEOUT_MS;
 }
 
 export interface ClusterRunOutcome {
@@ -152,8 +173,12 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
         rowsBuffered: null,
         breaker: null,
         lineageRunId,
+        heartbeatTime: new Date().toISOString(),
+        nextAttemptTime: null,
         message: `running (attempt ${attempts})`,
       });
+      // Liveness: the controller fails or retries a run whose runner stopped beating (finding 1).
+      status.heartbeat(options.heartbeatIntervalMs ?? RUNNER_HEARTBEAT_INTERVAL_MS);
       await event({ type: "Normal", reason: "RunStarted", note: `Runner started attempt ${attempts}.` });
 
       let result: RunResult | undefined;
@@ -195,8 +220,13 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
           ? await secret(spec.source.sql.connectionSecretRef.name, spec.source.sql.connectionSecretRef.key)
           : undefined;
         if (source) secrets.push(source);
+        const keyRef = job.value.spec.maskingKeySecretRef;
         const saltRef = job.value.metadata.annotations?.[MASKING_SALT_ANNOTATION];
-        const maskingSalt = saltRef ? await secret(...splitSaltRef(saltRef)) : undefined;
+        const maskingSalt = keyRef
+          ? await secret(keyRef.name, keyRef.key)
+          : saltRef
+            ? await secret(...splitSaltRef(saltRef))
+            : undefined;
         if (maskingSalt) secrets.push(maskingSalt);
         scrub = secretScrubber(secrets);
 
@@ -226,6 +256,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
             connections: { source, target, kafkaBrokers },
             maskingSalt,
             requiredMasking,
+            hashKeyRequired: admitted.hashKeyRequired === true,
             breakerBounds,
             lineageRunId,
             previousCursor,
@@ -282,7 +313,7 @@ export async function runSyncRun(ref: RunRef, options: ClusterRunOptions): Promi
         message,
       };
       const observedGeneration = raw.metadata?.generation;
-      await status.finish(finalStatus, [
+      await status.finish(finalStatus, finalStatusTimeout(options), [
         { type: phase, status: "True", reason, message, observedGeneration },
         ...(result?.validation
           ? [
@@ -353,6 +384,7 @@ class StatusWriter {
   #chain: Promise<void> = Promise.resolve();
   #pending: Record<string, unknown> | undefined;
   #finished = false;
+  #heartbeat: NodeJS.Timeout | undefined;
   #conditions: Condition[] | undefined;
   readonly #api: CustomObjectsApi;
   readonly #ref: RunRef;
@@ -370,6 +402,22 @@ class StatusWriter {
     return next;
   }
 
+  /**
+   * Writes status.heartbeatTime every intervalMs until finish(), in the same chain as progress (a
+   * beat never overlaps another write); a beat that fails is not retried, the next one follows.
+   */
+  heartbeat(intervalMs: number): void {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = setInterval(() => {
+      if (this.#finished) return;
+      this.#chain = this.#chain.then(async () => {
+        if (this.#finished) return;
+        await this.#patch({ heartbeatTime: new Date().toISOString() }).catch(() => {});
+      });
+    }, intervalMs);
+    this.#heartbeat.unref();
+  }
+
   /** Progress fields (counts, a session's buffer and breaker); pending ones merge, the latest value wins. */
   progress(fields: Record<string, unknown>): void {
     if (this.#finished) return;
@@ -384,15 +432,25 @@ class StatusWriter {
     });
   }
 
+  /**
+   * The final write: retried on transient errors (the API server away, restarting, overloaded) for
+   * up to timeoutMs, every 250 ms doubling to 5 s, so the result lands once the API server is back.
+   */
   async finish(
     status: Record<string, unknown>,
+    timeoutMs: number,
     conditions: Parameters<typeof setCondition>[1][],
   ): Promise<void> {
     this.#finished = true;
+    clearInterval(this.#heartbeat);
     const now = new Date();
     let list = this.#conditions;
     for (const c of conditions) list = setCondition(list, c, now).conditions;
-    await this.write({ ...status, conditions: list });
+    const body = { ...status, heartbeatTime: null, conditions: list };
+    const deadline = Date.now() + timeoutMs;
+    const next = this.#chain.then(() => untilWritten(() => this.#patch(body), deadline));
+    this.#chain = next.catch(() => {});
+    await next;
   }
 
   async #patch(status: Record<string, unknown>): Promise<void> {
@@ -419,6 +477,28 @@ async function withRetries<T>(call: () => Promise<T>): Promise<T> {
         code === undefined ? !(error instanceof PreparationError) : code === 429 || code >= 500;
       if (!transient || attempt >= 6) throw error;
       await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+    }
+  }
+}
+
+/** Whether an API error is one a wait can fix: no answer at all, 429, or 5xx. */
+function isTransient(error: unknown): boolean {
+  const code = statusCodeOf(error);
+  return code === undefined ? !(error instanceof PreparationError) : code === 429 || code >= 500;
+}
+
+/**
+ * Calls the API until it answers or the deadline passes, retrying transient errors every 250 ms
+ * doubling to 5 s: for the one write the runner must not lose, its result.
+ */
+async function untilWritten<T>(call: () => Promise<T>, deadline: number): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      const wait = Math.min(250 * 2 ** attempt, 5000);
+      if (!isTransient(error) || Date.now() + wait > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }
 }

@@ -18,11 +18,13 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   BatchV1Api,
+  CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
   type V1EnvVar,
   type V1Job,
+  type V1Pod,
   type V1ResourceRequirements,
   type V1Volume,
   type V1VolumeMount,
@@ -36,11 +38,23 @@ import type { RunLogger, StreamRunner } from "./types.ts";
 
 export type ExecutorKind = "InProcess" | "ChildProcess" | "Job";
 
+/** How a runner ended, in words for a run it left without a result (RunnerLoss, reconcile/job/lost-run.ts). */
+export interface RunnerEnd {
+  /** The exit code: 0 when the run succeeded. */
+  readonly code: number;
+  /** RunnerExited, RunnerPodFailed, RunnerJobGone, RunnerFailed. */
+  readonly reason: string;
+  /** e.g. "runner process 4242 was killed by SIGKILL (exit 137)", "runner pod p was OOMKilled (exit 137)". */
+  readonly message: string;
+}
+
 export interface RunHandle {
   /** For status.executor. */
   readonly executor: { readonly kind: ExecutorKind; readonly jobName?: string };
   /** The runner's exit code once it ends: 0 when the run succeeded. */
   readonly done: Promise<number>;
+  /** How the runner ended (resolves with done); absent: only the exit code is known. */
+  readonly ended?: Promise<RunnerEnd>;
   /** Asks the runner to stop; it ends Cancelled at the next batch boundary. */
   cancel(): Promise<void>;
 }
@@ -48,6 +62,11 @@ export interface RunHandle {
 export interface RunExecutor {
   readonly kind: ExecutorKind;
   start(ref: RunRef): Promise<RunHandle>;
+  /**
+   * Takes up a runner started before (by a controller that has since restarted) without starting a
+   * new one: the Job executor watches the run's existing Job. Absent: the run is started again.
+   */
+  adopt?(ref: RunRef, started: { readonly jobName?: string }): Promise<RunHandle>;
 }
 
 /**
@@ -75,19 +94,28 @@ export class InProcessExecutor implements RunExecutor {
 
   async start(ref: RunRef): Promise<RunHandle> {
     const cancel = new AbortController();
-    const done = runSyncRun(ref, { ...this.#options, signal: cancel.signal }).then(
-      (outcome) => (outcome.phase === "Succeeded" ? 0 : 1),
-      (error: unknown) => {
+    const ended = runSyncRun(ref, { ...this.#options, signal: cancel.signal }).then(
+      (outcome): RunnerEnd => ({
+        code: outcome.phase === "Succeeded" ? 0 : 1,
+        reason: "RunnerExited",
+        message: `the in-process runner ended ${outcome.phase}`,
+      }),
+      (error: unknown): RunnerEnd => {
         this.#options.log?.warn(
           { run: `${ref.namespace}/${ref.name}`, error: describeApiError(error) },
           "the runner could not report the run",
         );
-        return 1;
+        return {
+          code: 1,
+          reason: "RunnerFailed",
+          message: `the in-process runner failed: ${describeApiError(error)}`,
+        };
       },
     );
     return {
       executor: { kind: this.kind },
-      done,
+      done: ended.then((e) => e.code),
+      ended,
       cancel: async () => cancel.abort(),
     };
   }
@@ -145,21 +173,37 @@ export class ChildProcessExecutor implements RunExecutor {
     } finally {
       closeSync(fd); // the child has its own copy
     }
-    const done = new Promise<number>((resolve) => {
-      child.once("error", () => resolve(127));
-      child.once("exit", (code, signal) =>
-        resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0)),
+    const pid = child.pid;
+    const ended = new Promise<RunnerEnd>((resolve) => {
+      child.once("error", (error) =>
+        resolve({
+          code: 127,
+          reason: "RunnerExited",
+          message: `the runner process could not start: ${error.message}`,
+        }),
       );
+      child.once("exit", (code, signal) => {
+        const exit = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+        resolve({
+          code: exit,
+          reason: "RunnerExited",
+          message: signal
+            ? `runner process ${pid} was killed by ${signal} (exit ${exit})`
+            : `runner process ${pid} exited with code ${exit}`,
+        });
+      });
     });
-    if (child.pid === undefined) {
+    const done = ended.then((e) => e.code);
+    if (pid === undefined) {
       // spawn failed (its error event follows): report it as a runner that never ran.
-      return { executor: { kind: this.kind }, done, cancel: async () => {}, pid: -1, logFile };
+      return { executor: { kind: this.kind }, done, ended, cancel: async () => {}, pid: -1, logFile };
     }
     const grace = this.#options.killGraceMs ?? 30_000;
     return {
       executor: { kind: this.kind },
       done,
-      pid: child.pid,
+      ended,
+      pid,
       logFile,
       cancel: async () => {
         if (child.exitCode !== null || child.signalCode !== null) return;
@@ -352,12 +396,20 @@ export class JobExecutor implements RunExecutor {
   readonly kind = "Job";
   readonly #options: JobExecutorOptions;
   readonly #batch: BatchV1Api;
+  readonly #core: CoreV1Api;
   readonly #custom: CustomObjectsApi;
 
   constructor(options: JobExecutorOptions) {
     this.#options = options;
     this.#batch = options.kubeConfig.makeApiClient(BatchV1Api);
+    this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
     this.#custom = options.kubeConfig.makeApiClient(CustomObjectsApi);
+  }
+
+  /** Watches the run's existing Job (a controller that restarted); it ended if it is gone. */
+  async adopt(ref: RunRef, started: { readonly jobName?: string }): Promise<JobRunHandle> {
+    const jobName = started.jobName ?? runnerJobName(ref.name);
+    return this.#handle(ref.namespace, jobName, { metadata: { name: jobName, namespace: ref.namespace } });
   }
 
   /**
@@ -386,23 +438,49 @@ export class JobExecutor implements RunExecutor {
       }
     }
     const desired = runnerJob(run, jobSpec, this.#options);
-    let job: V1Job;
-    try {
-      job = await this.#batch.createNamespacedJob({ namespace: ref.namespace, body: desired });
-    } catch (error) {
-      if (!isConflict(error)) throw error;
-      job = await this.#batch.readNamespacedJob({ namespace: ref.namespace, name: desired.metadata!.name! });
-      if (controllerOf(job)?.uid !== run.metadata?.uid) {
-        throw new Error(
-          `Job ${ref.namespace}/${desired.metadata!.name} exists and does not belong to SyncRun ${ref.name}`,
-        );
+    let job: V1Job | undefined;
+    for (let attempt = 0; !job; attempt++) {
+      try {
+        job = await this.#batch.createNamespacedJob({ namespace: ref.namespace, body: desired });
+      } catch (error) {
+        if (!isConflict(error) || attempt >= 10) throw error;
+        const existing = await this.#batch.readNamespacedJob({
+          namespace: ref.namespace,
+          name: desired.metadata!.name!,
+        });
+        if (controllerOf(existing)?.uid !== run.metadata?.uid) {
+          throw new Error(
+            `Job ${ref.namespace}/${desired.metadata!.name} exists and does not belong to SyncRun ${ref.name}`,
+          );
+        }
+        if (jobEnd(existing) === undefined) {
+          job = existing;
+          break;
+        }
+        // The Job of a runner that was lost (the run is retried): a new attempt needs a new Job.
+        await this.#batch
+          .deleteNamespacedJob({
+            namespace: ref.namespace,
+            name: desired.metadata!.name!,
+            propagationPolicy: "Background",
+          })
+          .catch((e: unknown) => {
+            if (!isNotFound(e)) throw e;
+          });
+        await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
       }
     }
-    const jobName = job.metadata!.name!;
+    return this.#handle(ref.namespace, job.metadata!.name!, job);
+  }
+
+  #handle(namespace: string, jobName: string, job: V1Job): JobRunHandle {
+    const ref = { namespace };
+    const ended = this.#waitForJob(namespace, jobName);
     return {
       executor: { kind: this.kind, jobName },
       job,
-      done: this.#waitForJob(ref.namespace, jobName),
+      done: ended.then((e) => e.code),
+      ended,
       cancel: async () => {
         try {
           await this.#batch.deleteNamespacedJob({
@@ -418,26 +496,77 @@ export class JobExecutor implements RunExecutor {
   }
 
   /**
-   * Polls the Job until it completes (0) or fails or is deleted (1). Polling one Job per run is
-   * cheap at the scale of concurrently running syncs and needs no informer on Jobs.
+   * Polls the Job until it completes (0) or fails or is deleted (1), and says why: the runner pod's
+   * termination (OOMKilled, a signal, evicted) when the controller may list pods, else the Job's
+   * Failed condition. Polling one Job per run is cheap at the scale of concurrently running syncs
+   * and needs no informer on Jobs.
    */
-  async #waitForJob(namespace: string, name: string): Promise<number> {
+  async #waitForJob(namespace: string, name: string): Promise<RunnerEnd> {
     const interval = this.#options.pollIntervalMs ?? 5000;
     for (;;) {
       try {
         const job = await this.#batch.readNamespacedJob({ namespace, name });
-        const conditions = job.status?.conditions ?? [];
-        const holds = (type: string) => conditions.some((c) => c.type === type && c.status === "True");
-        if (holds("Complete") || holds("SuccessCriteriaMet")) return 0;
-        if (holds("Failed") || holds("FailureTarget")) return 1;
+        const end = jobEnd(job);
+        if (end === "Complete")
+          return { code: 0, reason: "RunnerExited", message: `runner Job ${name} completed` };
+        if (end === "Failed") return await this.#failure(namespace, name, job);
       } catch (error) {
-        if (isNotFound(error)) return 1;
+        if (isNotFound(error))
+          return {
+            code: 1,
+            reason: "RunnerJobGone",
+            message: `runner Job ${namespace}/${name} was deleted before the run finished`,
+          };
         // Transient API errors: look again at the next interval.
       }
       // Unreferenced: a controller shutting down does not wait for its runs' Jobs.
       await new Promise((resolve) => setTimeout(resolve, interval).unref());
     }
   }
+
+  /** A failed Job, in words: its pod's termination if the controller may read it, else the Job's condition. */
+  async #failure(namespace: string, name: string, job: V1Job): Promise<RunnerEnd> {
+    const failed = job.status?.conditions?.find(
+      (c) => (c.type === "Failed" || c.type === "FailureTarget") && c.status === "True",
+    );
+    const jobWords = `runner Job ${name} failed${failed?.reason ? ` (${failed.reason}${failed.message ? `: ${failed.message}` : ""})` : ""}`;
+    try {
+      const pods = await this.#core.listNamespacedPod({
+        namespace,
+        labelSelector: `batch.kubernetes.io/job-name=${name}`,
+      });
+      const words = pods.items.map(describePodFailure).filter((w) => w !== undefined);
+      if (words.length > 0)
+        return { code: 1, reason: "RunnerPodFailed", message: `${words.join("; ")}; ${jobWords}` };
+    } catch {
+      // No right to list pods (the chart grants it): the Job's condition says enough.
+    }
+    return { code: 1, reason: "RunnerPodFailed", message: jobWords };
+  }
+}
+
+/** Complete, Failed, or undefined while the Job runs. */
+function jobEnd(job: V1Job): "Complete" | "Failed" | undefined {
+  const conditions = job.status?.conditions ?? [];
+  const holds = (type: string) => conditions.some((c) => c.type === type && c.status === "True");
+  if (holds("Complete") || holds("SuccessCriteriaMet")) return "Complete";
+  if (holds("Failed") || holds("FailureTarget")) return "Failed";
+  return undefined;
+}
+
+/** "runner pod p was OOMKilled (exit 137)", "runner pod p was Evicted: …", or undefined for a pod that did not fail. */
+export function describePodFailure(pod: V1Pod): string | undefined {
+  const name = pod.metadata?.name ?? "?";
+  const terminated = pod.status?.containerStatuses?.find((c) => c.name === "runner")?.state?.terminated;
+  if (terminated && terminated.exitCode !== 0) {
+    const signal = terminated.signal ? `, signal ${terminated.signal}` : "";
+    const why = terminated.reason && terminated.reason !== "Error" ? `was ${terminated.reason}` : "failed";
+    const detail = terminated.message ? `: ${terminated.message.trim().slice(0, 512)}` : "";
+    return `runner pod ${name} ${why} (exit ${terminated.exitCode}${signal})${detail}`;
+  }
+  if (pod.status?.phase === "Failed")
+    return `runner pod ${name} ${pod.status.reason ? `was ${pod.status.reason}` : "failed"}${pod.status.message ? `: ${pod.status.message}` : ""}`;
+  return undefined;
 }
 
 export type ExecutorConfig =

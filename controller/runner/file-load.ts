@@ -12,6 +12,7 @@ import { PostgresTarget } from "../connectors/postgres/target.ts";
 import type { Row } from "../connectors/record.ts";
 import { postgresTableChecksum } from "../validation/postgres.ts";
 import { planSync, type SyncPlan } from "./plan.ts";
+import { listRefused } from "./rejections.ts";
 import type { RunContext, StepOutcome } from "./types.ts";
 import { compareChecksums, ExpectedTargetChecksum } from "./validation.ts";
 
@@ -81,9 +82,18 @@ export async function loadFile(context: RunContext): Promise<StepOutcome> {
   const validate = context.spec.validation?.enabled !== false;
   const expected = new ExpectedTargetChecksum(sync.plan.targetSchema, context.spec.target.sql.versionColumn);
   await forEachBatch(context, sync, async (rows) => {
-    if (validate) for (const row of rows) expected.add(row);
-    const written = await sync.target.upsert(rows);
-    context.progress.add({ rowsWritten: written.written });
+    // A row the target refuses (a CHECK, a varchar shorter than the field) is found by splitting its
+    // batch and listed with the database's reason; the others are written and expected.
+    const written = await sync.target.upsertSettingAside(rows);
+    const table = context.spec.target.sql.table;
+    listRefused(context.rejections, table, sync.plan.targetSchema.keyColumns, rows, written.refused);
+    context.progress.add({ rowsWritten: written.written, rowsRejected: written.refused.length });
+    if (validate) {
+      const refused = new Set(written.refused.map((r) => r.index));
+      rows.forEach((row, i) => {
+        if (!refused.has(i)) expected.add(row);
+      });
+    }
   });
   const { rowsRead, rowsWritten } = context.progress.counts;
   const summary = `loaded ${sync.path} into ${context.spec.target.sql.table}: ${rowsRead} lines read, ${rowsWritten} rows written`;

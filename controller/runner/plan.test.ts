@@ -3,11 +3,11 @@ import { SyncJobSpec } from "../api/syncjob.ts";
 import type { TableColumnInfo, TableInfo } from "../connectors/postgres/catalog.ts";
 import { SourceSchemaError } from "../connectors/postgres/source.ts";
 import { compileMasking, MaskingRuleError } from "../masking/masking.ts";
-import { planSync, sourceColumnsOf } from "./plan.ts";
+import { planSync, sourceColumnsOf, withTargetLimits } from "./plan.ts";
 
-function table(columns: [string, string, boolean?][]): TableInfo {
+function table(columns: [string, string, boolean?, number?][]): TableInfo {
   const map = new Map<string, TableColumnInfo>();
-  for (const [name, pgType, notNull] of columns) {
+  for (const [name, pgType, notNull, typmod] of columns) {
     map.set(name, {
       name,
       pgType,
@@ -16,6 +16,7 @@ function table(columns: [string, string, boolean?][]): TableInfo {
       identity: false,
       identityAlways: false,
       generated: false,
+      typmod: typmod ?? -1,
     });
   }
   return { kind: "r", columns: map, uniqueKeys: [["id"]] };
@@ -131,5 +132,33 @@ describe("planSync", () => {
     expect(() => planSync("source", noVersion, spec, compileMasking([]))).toThrow(
       /column v, which the target spec names, is not a column of the source/,
     );
+  });
+});
+
+describe("withTargetLimits", () => {
+  it("bounds each unmasked column by its target type: smallint, varchar(n), numeric(p,s); masked ones not", () => {
+    const target = table([
+      ["id", "int8", true],
+      ["qty", "int2"],
+      ["code", "varchar", false, 8 + 4],
+      ["amount", "numeric", false, ((12 << 16) | 2) + 4],
+      ["note", "varchar", false, 4 + 4],
+      ["free", "numeric"],
+      ["v", "int8", true],
+    ]);
+    const masker = compileMasking([{ column: "note", transform: "redact" }], {});
+    const plan = planSync("t", sourceColumnsOf("t", target, ["id"]), spec, masker);
+    const schema = withTargetLimits(plan.targetSchema, target, masker.maskedColumns);
+    const limits = Object.fromEntries(schema.columns.map((c) => [c.name, c.limits]));
+    expect(limits).toEqual({
+      id: undefined,
+      qty: { sqlType: "smallint", integerRange: [-32768, 32767] },
+      code: { sqlType: "character varying(8)", maxLength: 8 },
+      amount: { sqlType: "numeric(12,2)", numeric: { precision: 12, scale: 2 } },
+      note: undefined,
+      free: undefined,
+      v: undefined,
+    });
+    expect(schema.columns.find((c) => c.name === "v")?.nullable).toBe(false);
   });
 });

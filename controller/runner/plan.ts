@@ -8,7 +8,7 @@
  */
 
 import type { SyncJobSpec } from "../api/syncjob.ts";
-import type { TableInfo } from "../connectors/postgres/catalog.ts";
+import { columnLimitsOf, type TableInfo } from "../connectors/postgres/catalog.ts";
 import { SourceSchemaError } from "../connectors/postgres/source.ts";
 import { type Column, type ColumnType, defineRowSchema, type RowSchema } from "../connectors/record.ts";
 import { MaskingRuleError, maskedColumns, type RowMasker } from "../masking/masking.ts";
@@ -107,4 +107,24 @@ export function planSync(
     comparableColumns: sourceColumns.filter((c) => !masker.maskedColumns.has(c.name)),
     masker,
   };
+}
+
+/**
+ * The target schema with the bounds the target table's column types put on values (smallint's
+ * range, varchar(n)'s length, numeric(p,s)'s precision; catalog.ts columnLimitsOf), so that a value
+ * outside them is rejected as it is read, naming the column, instead of failing the write of a whole
+ * batch. Masked columns get none: what is written there is the mask's output, not the value read.
+ */
+export function withTargetLimits(
+  schema: RowSchema,
+  target: TableInfo,
+  masked: ReadonlySet<string>,
+): RowSchema {
+  const columns = schema.columns.map((c): Column => {
+    const { limits: _, ...column } = c;
+    const info = target.columns.get(c.name);
+    const limits = info && !masked.has(c.name) ? columnLimitsOf(info) : undefined;
+    return limits ? { ...column, limits } : column;
+  });
+  return defineRowSchema(columns, schema.keyColumns);
 }

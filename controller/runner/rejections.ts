@@ -1,3 +1,4 @@
+import type { RefusedRow } from "../connectors/postgres/target.ts";
 import type { Row } from "../connectors/record.ts";
 
 /**
@@ -9,6 +10,8 @@ export interface RunRejection {
   readonly lineNumber?: number;
   /** Key of a SQL source row, masked as the target would store it. */
   readonly key?: Row;
+  /** Where a record was read, when neither a line nor a key says it: `topic/partition@offset`. */
+  readonly position?: string;
   readonly column?: string;
   /** CamelCase code, e.g. TooShort, NotANumber, MissingKey. */
   readonly reason: string;
@@ -58,6 +61,30 @@ export function describeRejection(r: RunRejection): string {
         ? `row ${Object.entries(r.key)
             .map(([k, v]) => `${k}=${String(v)}`)
             .join(",")}`
-        : "row";
+        : r.position !== undefined
+          ? `record ${r.position}`
+          : "row";
   return `${where} (${r.column ? `${r.column}: ` : ""}${r.reason})`;
+}
+
+/**
+ * Lists rows a target refused (PostgresTarget upsertSettingAside) among a run's rejections, by their
+ * key as written (masked), with the database's reason.
+ */
+export function listRefused(
+  log: RejectionLog,
+  table: string,
+  keyColumns: readonly string[],
+  rows: readonly Row[],
+  refused: readonly RefusedRow[],
+): void {
+  for (const r of refused) {
+    const row = rows[r.index]!;
+    log.add({
+      key: Object.fromEntries(keyColumns.map((k) => [k, row[k] ?? null])),
+      ...(r.refusal.column !== undefined ? { column: r.refusal.column } : {}),
+      reason: r.refusal.reason,
+      message: `${table} refused the row: ${r.refusal.message}`,
+    });
+  }
 }

@@ -147,7 +147,10 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
   deps.log?.info({ run: `${input.run.namespace}/${input.run.name}`, type: input.spec.type }, "run started");
   let result: RunResult;
   try {
-    const masker = compileMasking(input.job.spec.masking ?? [], { salt: input.maskingSalt });
+    const masker = compileMasking(input.job.spec.masking ?? [], {
+      salt: input.maskingSalt,
+      requireKey: input.hashKeyRequired,
+    });
     const context: RunContext = {
       input,
       spec: input.job.spec,
@@ -188,7 +191,9 @@ export async function executeRun(input: RunInput, deps: RunDeps = {}): Promise<R
       result = finish(
         "Cancelled",
         "Cancelled",
-        `${runLabel} was cancelled after reading ${progress.counts.rowsRead} and writing ${progress.counts.rowsWritten} rows; the rows written stay, and a later run converges the target.`,
+        `${runLabel} was cancelled after reading ${progress.counts.rowsRead} and writing ${progress.counts.rowsWritten} rows; the rows written stay, and a later run converges the target${
+          rejections.count > 0 ? `; ${rejections.summary()}` : ""
+        }.`,
       );
     } else {
       const reason = reasonOf(error);

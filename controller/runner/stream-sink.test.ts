@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { KeyedRow } from "../connectors/kafka/source.ts";
+import { bisectWrite, rowRefusalOf } from "../connectors/postgres/row-errors.ts";
 import { type BreakerClock, SlowCallBreaker } from "../resilience/slow-call-breaker.ts";
 import { sessionBreakerConfig } from "./stream.ts";
 import { DivertingSink, type SinkBuffer, SinkStopped, type SinkTarget } from "./stream-sink.ts";
@@ -345,5 +346,130 @@ describe("DivertingSink", () => {
     const held = sink.write(chunk(4), stop.signal);
     stop.abort();
     await expect(held).rejects.toBeInstanceOf(SinkStopped);
+  });
+});
+
+describe("DivertingSink with rows the target refuses", () => {
+  const checkViolation = () =>
+    Object.assign(new Error('new row for relation "t" violates check constraint "t_seq_check"'), {
+      code: "23514",
+      constraint: "t_seq_check",
+    });
+
+  /** A target refusing, as a whole statement, any rows holding one marked bad; salvage bisects. */
+  class RefusingTarget implements SinkTarget {
+    upserts = 0;
+    salvaged = 0;
+    /** Added to the clock per statement of a salvage: a long split must not look slow. */
+    splitLatencyMs = 0;
+    /** A connection lost halfway through a salvage. */
+    failSalvage = false;
+    readonly written = new Map<string, number>();
+    readonly #clock: FakeClock;
+
+    constructor(clock: FakeClock) {
+      this.#clock = clock;
+    }
+
+    async upsert(rows: readonly KeyedRow[]): Promise<{ written: number }> {
+      this.upserts++;
+      return { written: this.#statement(rows) };
+    }
+
+    async probe(): Promise<void> {}
+
+    async salvage(rows: readonly KeyedRow[], error: unknown) {
+      this.salvaged++;
+      const result = await bisectWrite(
+        rows,
+        async (part) => {
+          this.#clock.ms += this.splitLatencyMs;
+          if (this.failSalvage) throw Object.assign(new Error("Connection terminated"), { code: "57P01" });
+          return this.#statement(part);
+        },
+        { failedWith: error },
+      );
+      return {
+        written: result.written,
+        refused: result.refused.map((r) => ({ index: r.index, refusal: rowRefusalOf(r.error) })),
+      };
+    }
+
+    #statement(rows: readonly KeyedRow[]): number {
+      if (rows.some((r) => r.row.bad === true)) throw checkViolation();
+      for (const { key, row } of rows) this.written.set(key, Number(row.seq));
+      return rows.length;
+    }
+  }
+
+  function setUpRefusing() {
+    const clock = new FakeClock();
+    const target = new RefusingTarget(clock);
+    const buffer = new FakeBuffer();
+    const breaker = new SlowCallBreaker({
+      name: "shop/orders",
+      config: sessionBreakerConfig({ breaker: { ...breakerSettings, failureRateThreshold: 50 } }),
+      clock,
+    });
+    const sink = new DivertingSink({ breaker, target, buffer, clock, pollIntervalMs: 2 });
+    return { clock, target, buffer, breaker, sink };
+  }
+
+  /** 100 rows of keys k0…k99; the rows at `bad` are refused by the target. */
+  function rowsWith(bad: readonly number[]): KeyedRow[] {
+    return Array.from({ length: 100 }, (_, i) => ({
+      key: `k${i}`,
+      row: { id: i, seq: ++seq, ...(bad.includes(i) ? { bad: true } : {}) },
+    }));
+  }
+
+  it("writes the rest of a chunk and hands back the refused rows, each with the database's reason", async () => {
+    const { target, breaker, sink } = setUpRefusing();
+    await sink.prepare();
+    const result = await sink.write(rowsWith([3, 97]), running);
+    expect(result.outcome).toBe("written");
+    expect(result.written).toBe(98);
+    expect(result.refused?.map((r) => r.index)).toEqual([3, 97]);
+    expect(result.refused?.[0]?.refusal).toMatchObject({
+      reason: "CheckViolation",
+      sqlState: "23514",
+      constraint: "t_seq_check",
+    });
+    expect(target.written.size).toBe(98);
+    expect(target.written.has("k3")).toBe(false);
+    expect(breaker.metrics()).toMatchObject({ state: "CLOSED", failedCalls: 0 });
+  });
+
+  it("never opens the breaker for refused rows, however long the split takes", async () => {
+    const { target, breaker, sink } = setUpRefusing();
+    await sink.prepare();
+    // Each split statement takes 100 ms on the breaker's clock: a split of ~15 statements takes far
+    // longer than the 500 ms slow-call threshold, yet the target answered the chunk at once.
+    target.splitLatencyMs = 100;
+    for (let i = 0; i < 3 * breakerSettings.slidingWindowSize; i++) {
+      const result = await sink.write(rowsWith([i % 100]), running);
+      expect(result).toMatchObject({ outcome: "written", written: 99 });
+    }
+    expect(breaker.state).toBe("CLOSED");
+    expect(sink.mode).toBe("Direct");
+    expect(breaker.metrics()).toMatchObject({ failedCalls: 0, slowCalls: 0 });
+  });
+
+  it("counts a connection lost during the split as the call's failure, and opens the breaker on enough of them", async () => {
+    const { target, buffer, breaker, sink } = setUpRefusing();
+    await sink.prepare();
+    target.failSalvage = true;
+    let thrown = 0;
+    for (let i = 0; i < breakerSettings.slidingWindowSize && breaker.state === "CLOSED"; i++) {
+      await sink.write(rowsWith([5]), running).catch((error: unknown) => {
+        expect((error as { code?: string }).code).toBe("57P01");
+        thrown++;
+      });
+    }
+    expect(thrown).toBeGreaterThanOrEqual(breakerSettings.minimumNumberOfCalls - 1);
+    expect(breaker.state).toBe("OPEN");
+    expect(sink.mode).toBe("Diverting");
+    // The chunk whose failure opened the breaker went to the buffer whole.
+    expect(buffer.rows.length).toBe(100);
   });
 });

@@ -30,6 +30,16 @@
  * re-delivery re-applies the chunk whose commit did not land, so a key may briefly show that chunk's
  * value again until the records after it are re-read.
  *
+ * Rows the target refuses: a chunk whose write fails with a data error (SQLSTATE class 22 or 23: a
+ * value out of range, a string too long, a CHECK, a NOT NULL; ../connectors/postgres/row-errors.ts)
+ * would fail the same way on every retry and stop its partition. The target's salvage() splits it
+ * until the refused rows are found and writes the rest, in order; write() resolves with the refused
+ * rows, which the caller sets aside (the dead-letter topic) before the chunk counts as taken. For the
+ * breaker that call is a success lasting until the target answered with the data error: the target
+ * did its work, the rows were wrong, and neither a refusal nor the time the split takes says anything
+ * about the target's health. An error the split meets that is not a data error (the connection lost
+ * halfway) is the call's failure, recorded and handled as any other (divert or retry the chunk).
+ *
  * Half-open probing: while Diverting, row writes never go to the target — a trial write of real rows
  * would overtake the older values waiting in the buffer. Instead the breaker's trial calls are
  * probes: once the open-state wait has elapsed, the supervisor asks for permission (moving the breaker
@@ -40,6 +50,8 @@
 
 import { sleep } from "../connectors/kafka/keep-alive.ts";
 import type { KeyedRow, SinkOutcome } from "../connectors/kafka/source.ts";
+import { isRowDataError } from "../connectors/postgres/row-errors.ts";
+import type { RefusedRow } from "../connectors/postgres/target.ts";
 import { type BreakerClock, type SlowCallBreaker, systemClock } from "../resilience/slow-call-breaker.ts";
 
 /**
@@ -55,6 +67,17 @@ export interface SinkTarget<C extends SinkChunk = readonly KeyedRow[]> {
   upsert(rows: C): Promise<{ readonly written: number }>;
   /** A trial call that takes the target's write path and writes nothing. */
   probe(): Promise<void>;
+  /**
+   * The rows of a chunk whose upsert failed with `error`, a data error: written but for the rows the
+   * target refuses, which come back by their index in the chunk (PostgresTarget upsertSettingAside).
+   * Without it a data error is a failure like any other.
+   */
+  salvage?(rows: C, error: unknown): Promise<SalvagedChunk>;
+}
+
+export interface SalvagedChunk {
+  readonly written: number;
+  readonly refused: readonly RefusedRow[];
 }
 
 export interface SinkBuffer<C extends SinkChunk = readonly KeyedRow[]> {
@@ -74,6 +97,8 @@ export interface SinkResult {
   readonly outcome: SinkOutcome;
   /** Rows the target inserted or updated (0 when diverted). */
   readonly written: number;
+  /** Rows of the chunk the target refused (SinkTarget.salvage); the caller sets them aside. */
+  readonly refused?: readonly RefusedRow[];
 }
 
 /** Thrown by write() when the session stops while a chunk waits for the buffer to drain. */
@@ -95,6 +120,8 @@ export interface DivertingSinkOptions<C extends SinkChunk = readonly KeyedRow[]>
   readonly onChange?: () => void;
   /** Called with errors the supervisor survives (a failed pending count); never with row data. */
   readonly onError?: (what: string, error: unknown) => void;
+  /** Whether a write error is about the rows (salvaged) rather than the target; default SQLSTATE class 22 or 23. */
+  readonly isRowError?: (error: unknown) => boolean;
 }
 
 export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
@@ -106,6 +133,7 @@ export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
   readonly #probeTimeoutMs: number;
   readonly #onChange: () => void;
   readonly #onError: (what: string, error: unknown) => void;
+  readonly #isRowError: (error: unknown) => boolean;
   readonly #unsubscribe: () => void;
   #mode: WriteMode = "Direct";
   /** Records waiting in the buffer, as last counted (plus what this sink diverted since). */
@@ -128,6 +156,7 @@ export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
     this.#probeTimeoutMs = options.probeTimeoutMs ?? 10_000;
     this.#onChange = options.onChange ?? (() => {});
     this.#onError = options.onError ?? (() => {});
+    this.#isRowError = options.isRowError ?? isRowDataError;
     this.#unsubscribe = this.#breaker.onStateTransition((transition) => {
       if (transition.to !== "OPEN") return;
       this.#nextProbeAt = this.#clock.now() + this.#breaker.config.waitDurationInOpenStateMs;
@@ -215,7 +244,18 @@ export class DivertingSink<C extends SinkChunk = readonly KeyedRow[]> {
     let written: number;
     try {
       written = (await this.#target.upsert(rows)).written;
-    } catch (error) {
+    } catch (upsertError) {
+      let error = upsertError;
+      if (this.#target.salvage && this.#isRowError(error)) {
+        const answeredMs = this.#clock.now() - started;
+        try {
+          const salvaged = await this.#target.salvage(rows, error);
+          this.#breaker.onResult(answeredMs);
+          return { outcome: "written", written: salvaged.written, refused: salvaged.refused };
+        } catch (salvageError) {
+          error = salvageError;
+        }
+      }
       this.#breaker.onResult(this.#clock.now() - started, error);
       // The failure opened the breaker: this chunk is the first of those the buffer keeps.
       if (this.#mode === "Diverting") return this.#divert(rows);

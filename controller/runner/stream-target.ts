@@ -18,7 +18,7 @@ import { PostgresTarget, TargetSchemaError, upsertSql } from "../connectors/post
 import type { RowSchema } from "../connectors/record.ts";
 import type { RowMasker } from "../masking/masking.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import { planSync, sourceColumnsOf } from "./plan.ts";
+import { planSync, sourceColumnsOf, withTargetLimits } from "./plan.ts";
 import { RunFailure, type RunInput } from "./types.ts";
 
 /** A Kafka client for the run's resolved bootstrap servers; a RunFailure when there are none. */
@@ -70,9 +70,12 @@ export async function streamTarget(
     throw error;
   }
   const plan = planSync(`target table ${table}`, columns, spec, masker);
-  const target = new PostgresTarget(pool, { table, schema: plan.targetSchema, versionColumn, batchSize });
+  // Records are read into the target's own bounds: a value the table cannot hold is set aside as
+  // the record is decoded (../connectors/record.ts ColumnLimits), not found by a failed write.
+  const schema = withTargetLimits(plan.targetSchema, info, masker.maskedColumns);
+  const target = new PostgresTarget(pool, { table, schema, versionColumn, batchSize });
   await target.checkSchema();
-  return { table, pool, schema: plan.targetSchema, versionColumn, target, info };
+  return { table, pool, schema, versionColumn, target, info };
 }
 
 /**

@@ -6,8 +6,16 @@
  * A realtime session:
  * - checks the target (columns, unique key, masking) before it reads anything (./stream-target.ts);
  * - reads the topic with the job's consumer group, committing offsets only after the rows they carry
- *   are written or diverted, and sends malformed records to the job's dead-letter topic
- *   (../connectors/kafka/source.ts);
+ *   are written, diverted or set aside, and sends malformed records to the job's dead-letter topic
+ *   (../connectors/kafka/source.ts); records are read into the target's own bounds (a smallint's
+ *   range, a varchar(n)'s length, a numeric(p,s)'s precision, NOT NULL: ./plan.ts withTargetLimits),
+ *   so a value the table cannot hold is set aside as the record is decoded;
+ * - sets aside, in the same dead-letter topic, the rows the target refuses with a data error that no
+ *   bound caught (a CHECK, a foreign key, a trigger): the chunk is split until they are found and
+ *   the rest is written (./stream-sink.ts, ../connectors/postgres/row-errors.ts), so one bad row never
+ *   stops a partition. Every row set aside counts in rowsRejected (read = written + buffered +
+ *   rejected) and a RowsRejected event on the job names the first of them and why, at once and then
+ *   at most every REJECTION_EVENT_INTERVAL_MS;
  * - decodes the records in a worker thread, which also prepares the COPY text the target writes, so
  *   the main thread keeps only the consumer, the session and the socket writes
  *   (../connectors/kafka/decoder.ts); a job with masking rules decodes and masks on the main thread;
@@ -28,10 +36,22 @@ import type { SyncJobSpec } from "../api/syncjob.ts";
 import type { RunBreakerStatus } from "../api/syncrun.ts";
 import { BufferTopic, type OversizedRow } from "../connectors/kafka/buffer.ts";
 import { bufferTopicOf, deadLetterTopicOf, jobConsumerGroup } from "../connectors/kafka/cluster.ts";
-import { oversizedRowMessage } from "../connectors/kafka/dead-letter.ts";
+import {
+  oversizedRowMessage,
+  readDeadLetterHeaders,
+  refusedRowMessage,
+} from "../connectors/kafka/dead-letter.ts";
 import { sharedDecodePool } from "../connectors/kafka/decoder.ts";
 import { errorSummary, sleep } from "../connectors/kafka/keep-alive.ts";
-import { KafkaSource, type SourceChunk, sourceChunk } from "../connectors/kafka/source.ts";
+import {
+  KafkaSource,
+  type KeyedRow,
+  type SourceChunk,
+  type SourceRecord,
+  sourceChunk,
+} from "../connectors/kafka/source.ts";
+import type { RefusedRow } from "../connectors/postgres/target.ts";
+import type { Row } from "../connectors/record.ts";
 import type { EventRecord } from "../kube/events.ts";
 import { kubeTime } from "../kube/status.ts";
 import { type BreakerConfig, strictestBreakerConfig } from "../resilience/breaker-config.ts";
@@ -42,6 +62,7 @@ import {
 } from "../resilience/slow-call-breaker.ts";
 import { type Logger, logger as rootLogger } from "../telemetry/logger.ts";
 import { compensate } from "./compensation.ts";
+import { describeRejection, type RunRejection } from "./rejections.ts";
 import { DivertingSink } from "./stream-sink.ts";
 import { emptyUpsert, kafkaOf, streamTarget } from "./stream-target.ts";
 import { validateTopic } from "./stream-validation.ts";
@@ -85,6 +106,9 @@ export const DEFAULT_SESSION_MEMBERS = 3;
  * already joined keep the others waiting until they notice. Each heartbeat is one small request.
  */
 const SESSION_HEARTBEAT_MS = 1000;
+
+/** Least time between two RowsRejected events of a session; the first comes at once. */
+export const REJECTION_EVENT_INTERVAL_MS = 30_000;
 
 export interface StreamRunnerOptions {
   readonly logger?: Logger;
@@ -206,6 +230,11 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
       probe: async () => {
         await stream.pool.query(probe.text, probe.values);
       },
+      salvage: (chunk, error) =>
+        stream.target.upsertSettingAside(
+          chunk.records().map((r) => r.row),
+          { failedWith: error },
+        ),
     },
     buffer: {
       divert: async (chunk) => {
@@ -248,6 +277,8 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
     );
   });
 
+  const deadLetterTopic = deadLetterTopicOf(namespace, name, spec);
+  const rejected = new RejectionReport(context, kafkaSpec.topic, deadLetterTopic);
   const masking = context.masker.maskedColumns.size > 0;
   // Masked rows are made on this thread, so a decoder's COPY text (of unmasked rows) would not serve.
   const decoder = masking ? undefined : sharedDecodePool().decoder(stream.schema);
@@ -256,7 +287,7 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
     ...(decoder ? { decoder } : {}),
     topic: kafkaSpec.topic,
     groupId: jobConsumerGroup(namespace, name),
-    deadLetterTopic: deadLetterTopicOf(namespace, name, spec),
+    deadLetterTopic,
     schema: stream.schema,
     startFrom: kafkaSpec.startFrom,
     maxRowsPerSink: maxRows,
@@ -265,17 +296,38 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
     heartbeatIntervalMs: SESSION_HEARTBEAT_MS,
     ...(options.sessionTimeoutMs ? { sessionTimeoutMs: options.sessionTimeoutMs } : {}),
     logger,
+    // The source's own rejections (malformed records, values outside the target's bounds): they
+    // never reached the sink, so they count as read here.
+    onDeadLetters: (messages) => {
+      for (const message of messages) {
+        const info = readDeadLetterHeaders(message.headers);
+        rejected.add({
+          position: `${info?.topic ?? kafkaSpec.topic}/${info?.partition}@${info?.offset}`,
+          ...(info?.column !== undefined ? { column: info.column } : {}),
+          reason: info?.reason ?? "DeadLettered",
+          message: info?.message ?? "malformed record",
+        });
+      }
+      context.progress.add({ rowsRead: messages.length, rowsRejected: messages.length });
+    },
     sink: async (chunk) => {
       await preparing;
       const rows = masking
         ? sourceChunk(chunk.records().map((r) => ({ ...r, row: context.masker.mask(r.row) })))
         : chunk;
       const result = await sink.write(rows, stopping.signal);
+      // Set aside before the chunk counts as taken: should that fail, the chunk is offered again.
+      if (result.refused && result.refused.length > 0) await setAsideRefused(rows, result.refused);
       context.progress.add({ rowsRead: chunk.length, rowsWritten: result.written });
       if (result.outcome === "diverted") status.report(sink);
       return result.outcome;
     },
   });
+
+  const keyOf = (row: Row): Row =>
+    Object.fromEntries(stream.schema.keyColumns.map((k) => [k, row[k] ?? null]));
+  const positionOf = (r: KeyedRow | SourceRecord): string | undefined =>
+    "topic" in r ? `${r.topic}/${r.partition}@${r.offset}` : undefined;
 
   // Rows too large for the buffer topic go to the dead-letter topic with their reason; the sink
   // counted them as read, so they count as rejected here (read = written + buffered + rejected).
@@ -286,31 +338,47 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
       ),
     );
     for (const o of rows) {
-      context.rejections.add({
+      const position = positionOf(o.row);
+      rejected.add({
+        key: keyOf(o.row.row),
+        ...(position ? { position } : {}),
         reason: "RecordTooLarge",
-        message: `a row's buffer record is ${o.bytes} bytes, over buffer topic ${bufferTopic}'s limit of ${o.limitBytes}; set aside in dead-letter topic ${source.deadLetterTopic}`,
+        message: `a row's buffer record is ${o.bytes} bytes, over buffer topic ${bufferTopic}'s limit of ${o.limitBytes}`,
       });
     }
     context.progress.add({ rowsRejected: rows.length });
     logger.warn(
-      { rows: rows.length, bufferTopic, deadLetterTopic: source.deadLetterTopic },
+      { rows: rows.length, bufferTopic, deadLetterTopic },
       "rows too large for the buffer topic set aside in the dead-letter topic",
     );
   };
 
-  // The source's own rejections (malformed records), counted once each: they never reached the sink.
-  let deadLetters = 0;
-  const countDeadLetters = () => {
-    const rejected = source.counters().rejected;
-    if (rejected <= deadLetters) return;
-    const delta = rejected - deadLetters;
-    for (; deadLetters < rejected; deadLetters++) {
-      context.rejections.add({
-        reason: "DeadLettered",
-        message: `malformed record set aside in dead-letter topic ${source.deadLetterTopic}`,
+  // Rows the target refused with a data error: the sink counted them as read, the rest of their
+  // chunk is written; they count as rejected (read = written + buffered + rejected).
+  const setAsideRefused = async (chunk: SourceChunk, refused: readonly RefusedRow[]) => {
+    const records = chunk.records();
+    await source.setAside(refused.map((r) => refusedRowMessage(records[r.index]!, r.refusal)));
+    for (const r of refused) {
+      const record = records[r.index]!;
+      const position = positionOf(record);
+      rejected.add({
+        key: keyOf(record.row),
+        ...(position ? { position } : {}),
+        ...(r.refusal.column !== undefined ? { column: r.refusal.column } : {}),
+        reason: r.refusal.reason,
+        message: `${stream.table} refused the row: ${r.refusal.message}`,
       });
     }
-    context.progress.add({ rowsRead: delta, rowsRejected: delta });
+    context.progress.add({ rowsRejected: refused.length });
+    logger.warn(
+      {
+        rows: refused.length,
+        table: stream.table,
+        deadLetterTopic,
+        first: { sqlState: refused[0]!.refusal.sqlState, reason: refused[0]!.refusal.reason },
+      },
+      "rows the target refused set aside in the dead-letter topic",
+    );
   };
 
   let supervising: Promise<void> = Promise.resolve();
@@ -342,7 +410,7 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
     );
     while (!stopping.signal.aborted) {
       await sleep(pollMs, stopping.signal);
-      countDeadLetters();
+      rejected.announce();
       // The meter reports on add() at most once per interval; a quiet stream still gets its last counts out.
       context.progress.flush();
       status.report(sink);
@@ -362,13 +430,62 @@ async function runSession(context: RunContext, options: StreamRunnerOptions, log
         logger.warn({ error: errorSummary(error) }, "the Kafka source did not stop cleanly"),
       );
     await supervising;
-    countDeadLetters();
+    rejected.announce(true);
     sink.close();
     status.report(sink, true);
     await buffer.close().catch(() => {});
   }
   // A session ends only when it is stopped; what it moved is in the counts and rowsBuffered.
   throw new RunCancelled("the realtime session was stopped");
+}
+
+/**
+ * Rows a session set aside in its dead-letter topic: each is listed in the run's rejections
+ * (RejectionLog: counted, the first ones kept for the result's message) and the first few since the
+ * last announcement go into a Warning event on the job (RowsRejected), at once for the first and at
+ * most every REJECTION_EVENT_INTERVAL_MS after, so that a stream setting rows aside is seen while it
+ * runs without an event per row.
+ */
+class RejectionReport {
+  static readonly SHOWN = 5;
+  readonly #context: RunContext;
+  readonly #topic: string;
+  readonly #deadLetterTopic: string;
+  readonly #first: RunRejection[] = [];
+  #unannounced = 0;
+  #lastAt = Number.NEGATIVE_INFINITY;
+
+  constructor(context: RunContext, topic: string, deadLetterTopic: string) {
+    this.#context = context;
+    this.#topic = topic;
+    this.#deadLetterTopic = deadLetterTopic;
+  }
+
+  add(rejection: RunRejection): void {
+    this.#context.rejections.add(rejection);
+    this.#unannounced++;
+    if (this.#first.length < RejectionReport.SHOWN) this.#first.push(rejection);
+  }
+
+  /** Records the event when rows were set aside since the last one and the interval allows (or `force`). */
+  announce(force = false): void {
+    if (this.#unannounced === 0) return;
+    const now = performance.now();
+    if (!force && now - this.#lastAt < REJECTION_EVENT_INTERVAL_MS) return;
+    const items = this.#first.map((r) => `${describeRejection(r)}: ${r.message}`);
+    const more = this.#unannounced - items.length;
+    this.#context.recordEvent({
+      type: "Warning",
+      reason: "RowsRejected",
+      action: "SetAside",
+      note: `${this.#unannounced} records of topic ${this.#topic} were not written and are set aside in dead-letter topic ${this.#deadLetterTopic}${
+        this.#lastAt === Number.NEGATIVE_INFINITY ? "" : " since the last such event"
+      }: ${items.join("; ")}${more > 0 ? `; and ${more} more` : ""}.`,
+    });
+    this.#lastAt = now;
+    this.#unannounced = 0;
+    this.#first.length = 0;
+  }
 }
 
 /**

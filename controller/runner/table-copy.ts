@@ -11,6 +11,7 @@ import { PostgresSource, type SourceReject, SourceSchemaError } from "../connect
 import { PostgresTarget } from "../connectors/postgres/target.ts";
 import type { Row } from "../connectors/record.ts";
 import { planSync, type SyncPlan, sourceColumnsOf } from "./plan.ts";
+import { listRefused } from "./rejections.ts";
 import { type RunContext, RunFailure, type StepOutcome } from "./types.ts";
 import { validateTables } from "./validation.ts";
 
@@ -130,8 +131,18 @@ async function writeBatch(
   }
   context.progress.add({ rowsRead: rows.length + rejects.length, rowsRejected: rejects.length });
   if (rows.length === 0) return;
-  const written = await sync.target.upsert(rows.map((row) => sync.plan.masker.mask(row)));
-  context.progress.add({ rowsWritten: written.written });
+  const masked = rows.map((row) => sync.plan.masker.mask(row));
+  // A row the target refuses (a CHECK, a narrower type than the source's) is found by splitting its
+  // batch and listed with the database's reason; the others are written (../connectors/postgres/row-errors.ts).
+  const written = await sync.target.upsertSettingAside(masked);
+  listRefused(
+    context.rejections,
+    context.spec.target.sql.table,
+    sync.plan.targetSchema.keyColumns,
+    masked,
+    written.refused,
+  );
+  context.progress.add({ rowsWritten: written.written, rowsRejected: written.refused.length });
 }
 
 /** The greatest cursor value in the source, in canonical text (the form incremental marks take). */

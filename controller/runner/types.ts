@@ -38,8 +38,10 @@ export interface RunInput {
   readonly job: { readonly namespace: string; readonly name: string; readonly spec: SyncJobSpec };
   readonly spec: SyncRunSpec;
   readonly connections: RunConnections;
-  /** Salt of the hash transform (from a Secret). */
+  /** Key of the hash transform, HMAC-SHA256 (from a Secret: spec.maskingKeySecretRef). */
   readonly maskingSalt?: string | undefined;
+  /** A policy requires keyed hashing: a hash rule without a key fails the run. */
+  readonly hashKeyRequired?: boolean | undefined;
   /** Masking the matching SyncPolicies require; the run refuses to write a matching column unmasked. */
   readonly requiredMasking?: readonly MaskingRequirement[] | undefined;
   /** The cursor of the job's last successful run; incremental runs read from it. */

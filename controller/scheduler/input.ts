@@ -29,6 +29,11 @@ export interface BuiltInput {
   input: AdmissionInput;
   /** Waiting runs whose job refuses them (invalid, blocked, missing), with the reason. */
   refused: { run: StoredObject; reason: string; message: string }[];
+  /**
+   * The soonest status.nextAttemptTime (ms epoch) of a run queued again after its runner was lost
+   * and still in its backoff: it is left out of this pass, and the pass after that time admits it.
+   */
+  retryAt?: number;
 }
 
 /** Builds the admission decision's input from one registry view. */
@@ -40,6 +45,7 @@ export function admissionInput(
   const pending: PendingRun[] = [];
   const refused: BuiltInput["refused"] = [];
   const running: AdmissionInput["running"][number][] = [];
+  let retryAt: number | undefined;
   for (const run of view.ofKind("SyncRun")) {
     const namespace = run.namespace ?? "";
     if (holdsSlot(run)) {
@@ -53,6 +59,13 @@ export function admissionInput(
       continue;
     }
     if (!isWaiting(run)) continue;
+    const next = Date.parse(
+      (run.object as { status?: { nextAttemptTime?: string } }).status?.nextAttemptTime ?? "",
+    );
+    if (next > now.getTime()) {
+      retryAt = retryAt === undefined ? next : Math.min(retryAt, next);
+      continue;
+    }
     const a = admissionOf(namespace, run.jobName ?? "");
     if (!a) {
       refused.push({
@@ -93,5 +106,5 @@ export function admissionInput(
       outsideWindow: isBatch ? outsideBatchWindows(a.effective.batchWindows, now) : undefined,
     });
   }
-  return { input: { pending, running }, refused };
+  return { input: { pending, running }, refused, ...(retryAt !== undefined ? { retryAt } : {}) };
 }

@@ -72,7 +72,7 @@ export class AdmissionScheduler {
     };
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const snap = cache.snapshot();
-      const { input, refused } = admissionInput(snap, admissionOf, now);
+      const { input, refused, retryAt } = admissionInput(snap, admissionOf, now);
       const decisions = decideAdmissions(input);
       const byKey = (k: string) =>
         snap.get(keyOf("SyncRun", k.slice(0, k.indexOf("/")), k.slice(k.indexOf("/") + 1)));
@@ -122,7 +122,12 @@ export class AdmissionScheduler {
       }
       launcher.startAdmitted(cache.snapshot().ofKind("SyncRun"), signal);
       const waitingForWindow = decisions.some((d) => d.kind === "Queue" && d.reason === "OutsideBatchWindow");
-      return waitingForWindow ? { requeueAfter: untilNextMinute(now) } : undefined;
+      const after = [
+        ...(waitingForWindow ? [untilNextMinute(now)] : []),
+        // A run queued again after its runner was lost is admitted once its backoff has passed.
+        ...(retryAt !== undefined ? [Math.max(retryAt - now.getTime(), 100)] : []),
+      ];
+      return after.length > 0 ? { requeueAfter: Math.min(...after) } : undefined;
     }
     throw new Error("admission kept conflicting with other registry writes; retrying");
   }

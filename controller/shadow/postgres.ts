@@ -9,11 +9,15 @@
  * Derived names (`<table>__shadow`, `<table>__retired_<time>`) given without a schema are placed in
  * the schema where the target actually resolves, not in the first schema of search_path, so that
  * the renames keep all three tables side by side.
+ *
+ * Who may read and write a table is part of the table, and a swap must not change it: the shadow
+ * carries the target's row-level security (enabled and forced), its policies, its triggers, grants,
+ * owner and comments, and a swap compares the two and refuses when they differ (TableSecurity).
  */
 
 import type pg from "pg";
 import { quoteIdent, quoteTable } from "../api/identifiers.ts";
-import { RETIRED_INFIX, SHADOW_SUFFIX } from "./names.ts";
+import { RETIRED_INFIX, SHADOW_SUFFIX, withSuffix } from "./names.ts";
 import type { ShadowAction } from "./state.ts";
 
 export interface ShadowDdlOptions {
@@ -123,12 +127,224 @@ function requireDerived(ref: string, pattern: RegExp, what: string): void {
 
 const SHADOW_NAME = new RegExp(`${SHADOW_SUFFIX}$`);
 
+/** Where a table's policies and triggers are recreated on the shadow: the target is set aside here. */
+const ASIDE_SUFFIX = "__syncgov_aside";
+
+/**
+ * What a table carries beyond its columns that decides who may read and write it, read from the
+ * catalog. Policy and trigger statements name the table as it is named when they are read, and
+ * their expressions (pg_get_expr, pg_get_triggerdef) may name it too (a policy's subquery on its own
+ * table, a column qualified by the table's name): they are run, and compared, only while the table
+ * they are meant for holds that same name. Nothing here comes from a spec.
+ */
+interface TableSecurity {
+  readonly rowSecurity: { readonly enabled: boolean; readonly forced: boolean };
+  /** CREATE POLICY statements built by format() from pg_policy, ordered by policy name. */
+  readonly policies: readonly { readonly name: string; readonly statement: string }[];
+  /** pg_get_triggerdef() of each non-internal trigger, and the ALTER TABLE that sets a state other than enabled. */
+  readonly triggers: readonly {
+    readonly name: string;
+    readonly statement: string;
+    readonly state: string | null;
+  }[];
+  /** `SELECT to reader`, `INSERT WITH GRANT OPTION to writer`: grants to roles other than the owner. */
+  readonly grants: readonly string[];
+  readonly owner: string;
+  readonly comment: string | null;
+  /** `column: comment`. */
+  readonly columnComments: readonly string[];
+}
+
+async function readSecurity(db: pg.ClientBase, table: string): Promise<TableSecurity> {
+  const rel = await db.query<{ enabled: boolean; forced: boolean; owner: string; comment: string | null }>(
+    `SELECT c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,
+            pg_get_userbyid(c.relowner)::text AS owner, obj_description(c.oid, 'pg_class') AS comment
+       FROM pg_class c WHERE c.oid = $1::regclass`,
+    [table],
+  );
+  // The statement is PostgreSQL's own text throughout: format() quotes the policy's name (%I) and
+  // quote_ident() its roles; the expressions are pg_get_expr()'s deparse of the stored ones.
+  const policies = await db.query<{ name: string; statement: string }>(
+    `SELECT p.polname::text AS name,
+            format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', p.polname, $1::regclass,
+                   CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                   CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                 WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                   (SELECT string_agg(r.name, ', ' ORDER BY r.name)
+                      FROM (SELECT CASE WHEN o = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(o)) END AS name
+                              FROM unnest(p.polroles) AS o) r),
+                   CASE WHEN p.polqual IS NULL THEN ''
+                        ELSE format(' USING (%s)', pg_get_expr(p.polqual, p.polrelid)) END,
+                   CASE WHEN p.polwithcheck IS NULL THEN ''
+                        ELSE format(' WITH CHECK (%s)', pg_get_expr(p.polwithcheck, p.polrelid)) END) AS statement
+       FROM pg_policy p
+      WHERE p.polrelid = $1::regclass
+      ORDER BY p.polname`,
+    [table],
+  );
+  // Internal triggers (those of foreign keys, deferred unique checks) come with the constraints.
+  const triggers = await db.query<{ name: string; statement: string; state: string | null }>(
+    `SELECT t.tgname::text AS name, pg_get_triggerdef(t.oid) AS statement,
+            CASE t.tgenabled
+              WHEN 'D' THEN format('ALTER TABLE %s DISABLE TRIGGER %I', $1::regclass, t.tgname)
+              WHEN 'R' THEN format('ALTER TABLE %s ENABLE REPLICA TRIGGER %I', $1::regclass, t.tgname)
+              WHEN 'A' THEN format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', $1::regclass, t.tgname)
+            END AS state
+       FROM pg_trigger t
+      WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal
+      ORDER BY t.tgname`,
+    [table],
+  );
+  const grants = await db.query<{ grant: string }>(
+    `SELECT DISTINCT a.privilege_type || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+                     || ' to ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grant
+       FROM pg_class c
+       CROSS JOIN LATERAL aclexplode(c.relacl) a
+       LEFT JOIN pg_roles r ON r.oid = a.grantee
+      WHERE c.oid = $1::regclass AND a.grantee <> c.relowner
+      ORDER BY 1`,
+    [table],
+  );
+  const columns = await db.query<{ comment: string }>(
+    `SELECT quote_ident(a.attname) || ': ' || d.description AS comment
+       FROM pg_attribute a
+       JOIN pg_description d ON d.objoid = a.attrelid AND d.classoid = 'pg_class'::regclass
+                            AND d.objsubid = a.attnum
+      WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [table],
+  );
+  const r = rel.rows[0]!;
+  return {
+    rowSecurity: { enabled: r.enabled, forced: r.forced },
+    policies: policies.rows,
+    triggers: triggers.rows,
+    grants: grants.rows.map((g) => g.grant),
+    owner: r.owner,
+    comment: r.comment,
+    columnComments: columns.rows.map((c) => c.comment),
+  };
+}
+
+/** Which parts of TableSecurity a comparison covers. */
+type SecurityParts = "all" | "table" | "access";
+
+/**
+ * One line per thing a table carries, for comparing two tables that each hold the same name in turn:
+ * "table" is what the table itself carries (row-level security, policies, triggers, comments),
+ * "access" its grants and owner, "all" both.
+ */
+function securityLines(security: TableSecurity, parts: SecurityParts): string[] {
+  const { enabled, forced } = security.rowSecurity;
+  const table = [
+    `row-level security ${enabled ? "enabled" : "disabled"}${forced ? " and forced" : ""}`,
+    ...security.policies.map((p) => `policy ${p.statement}`),
+    ...security.triggers.map((t) => `trigger ${t.statement}${t.state ? ` (${t.state})` : ""}`),
+    ...(security.comment === null ? [] : [`comment on the table: ${security.comment}`]),
+    ...security.columnComments.map((c) => `comment on column ${c}`),
+  ];
+  const access = [...security.grants.map((g) => `grant ${g}`), `owner ${security.owner}`];
+  return parts === "table" ? table : parts === "access" ? access : [...table, ...access];
+}
+
+/** What `expected` has that `actual` lacks, and the reverse, as one sentence; empty when they agree. */
+function securityDifferences(
+  expected: TableSecurity,
+  actual: TableSecurity,
+  names: { expected: string; actual: string },
+  parts: SecurityParts,
+): string {
+  const want = securityLines(expected, parts);
+  const got = securityLines(actual, parts);
+  const clip = (line: string) => (line.length > 300 ? `${line.slice(0, 300)}…` : line);
+  const missing = want.filter((l) => !got.includes(l)).map(clip);
+  const extra = got.filter((l) => !want.includes(l)).map(clip);
+  return [
+    ...(missing.length > 0 ? [`${names.actual} lacks ${missing.join("; ")}`] : []),
+    ...(extra.length > 0 ? [`${names.actual} has ${extra.join("; ")}, which ${names.expected} has not`] : []),
+  ].join(", and ");
+}
+
+/**
+ * Gives `shadow` the target's row-level security, policies, triggers and table comment (grants and
+ * owner come after, in createShadowLike), and checks that it now carries what the target does.
+ *
+ * Policies and triggers are PostgreSQL's own definitions of the target's (pg_policy with
+ * pg_get_expr, pg_get_triggerdef), and they name the target; rather than rewriting their text, the
+ * statements run while the shadow holds the target's name: the target is set aside under
+ * `<table>__syncgov_aside` and the shadow renamed to the target's name, within this transaction
+ * (which holds the target's ACCESS EXCLUSIVE lock for these few statements, within the lock timeout;
+ * no other session sees the names change). So every reference to the table, the `ON` of the
+ * statement as much as a policy's subquery on its own table, means the shadow, which is the table
+ * that will hold the name after the swap. A target without policies and triggers is not touched.
+ */
+async function copySecurity(
+  client: pg.PoolClient,
+  target: Relation,
+  shadowRef: string,
+  shadowSql: string,
+): Promise<void> {
+  const targetSql = qualified(target.schema, target.name);
+  const wanted = await readSecurity(client, targetSql);
+  const byName = wanted.policies.length > 0 || wanted.triggers.length > 0;
+  const asideName = withSuffix(target.name, ASIDE_SUFFIX);
+  if (byName) {
+    if (await describeRelation(client, besideTarget(asideName, target))) {
+      throw new ShadowTableError(
+        "NameTaken",
+        `creating ${shadowRef}: ${target.schema}.${asideName}, where the target is set aside while its policies and triggers are recreated on the shadow, already exists`,
+      );
+    }
+    await client.query(`ALTER TABLE ${targetSql} RENAME TO ${quoteIdent(asideName)}`);
+    await client.query(`ALTER TABLE ${shadowSql} RENAME TO ${quoteIdent(target.name)}`);
+  }
+  // The shadow, by the name it holds now.
+  const shadowNow = byName ? targetSql : shadowSql;
+  for (const policy of wanted.policies) await client.query(policy.statement);
+  for (const trigger of wanted.triggers) {
+    await client.query(trigger.statement);
+    if (trigger.state) await client.query(trigger.state);
+  }
+  if (wanted.rowSecurity.enabled) await client.query(`ALTER TABLE ${shadowNow} ENABLE ROW LEVEL SECURITY`);
+  if (wanted.rowSecurity.forced) await client.query(`ALTER TABLE ${shadowNow} FORCE ROW LEVEL SECURITY`);
+  if (wanted.comment !== null) {
+    const comment = await client.query<{ statement: string }>(
+      "SELECT format('COMMENT ON TABLE %s IS %L', $1::regclass, $2::text) AS statement",
+      [shadowNow, wanted.comment],
+    );
+    await client.query(comment.rows[0]!.statement);
+  }
+  // Column comments came with LIKE … INCLUDING ALL.
+  const differences = securityDifferences(
+    wanted,
+    await readSecurity(client, shadowNow),
+    { expected: targetSql, actual: "the shadow" },
+    "table",
+  );
+  if (differences !== "") {
+    throw new ShadowTableError(
+      "SecurityNotCopied",
+      `creating ${shadowRef}: the shadow does not carry what ${targetSql} does (${differences}); nothing was created`,
+    );
+  }
+  if (byName) {
+    await client.query(`ALTER TABLE ${targetSql} RENAME TO ${quoteIdent(bareName(shadowRef))}`);
+    await client.query(
+      `ALTER TABLE ${qualified(target.schema, asideName)} RENAME TO ${quoteIdent(target.name)}`,
+    );
+  }
+}
+
 /**
  * Creates `shadow` with the target's columns, defaults, constraints, indexes (so the key the
- * upserts need), identity, storage and comments (`LIKE … INCLUDING ALL`), then gives it the target's
- * grants and owner, which LIKE does not copy, so readers keep their access after the swap. A table
- * left at the shadow's name by an earlier cycle is dropped first. Not copied: triggers, row-level
- * security policies and foreign keys, which PostgreSQL ties to the table rather than its name.
+ * upserts need), identity, storage and column comments (`LIKE … INCLUDING ALL`), then gives it what
+ * LIKE does not copy and decides who may read and write it (copySecurity): row-level security as
+ * enabled and forced on the target, its policies (same command, roles, USING and WITH CHECK,
+ * permissive or restrictive), its triggers (not internal ones, with their enabled state), the table
+ * comment, the grants and, last, the owner; so readers keep exactly their access after the swap. A
+ * table left at the shadow's name by an earlier cycle is dropped first. Not copied: foreign keys
+ * that other tables hold on the target, which PostgreSQL ties to the table rather than its name
+ * (a swap refuses while they exist).
  */
 export async function createShadowLike(
   pool: pg.Pool,
@@ -151,6 +367,18 @@ export async function createShadowLike(
     const shadowSql = quoteTable(shadowRef);
     if (stale) await client.query(`DROP TABLE ${shadowSql}`);
     await client.query(`CREATE TABLE ${shadowSql} (LIKE ${targetSql} INCLUDING ALL)`);
+    await copySecurity(client, t, shadowRef, shadowSql);
+    // The owner first, then the grants: a change of owner rewrites the ACL the grants are added to.
+    const owner = await client.query<{ statement: string | null }>(
+      `SELECT CASE WHEN t.relowner <> s.relowner
+                   THEN format('ALTER TABLE %s OWNER TO %s', $2::regclass, quote_ident(pg_get_userbyid(t.relowner)))
+              END AS statement
+         FROM pg_class t, pg_class s
+        WHERE t.oid = $1::regclass AND s.oid = $2::regclass`,
+      [targetSql, shadowSql],
+    );
+    const alterOwner = owner.rows[0]?.statement;
+    if (alterOwner) await client.query(alterOwner);
     // GRANT statements written by PostgreSQL from the target's ACL; role names quoted by quote_ident.
     const grants = await client.query<{ statement: string }>(
       `SELECT format('GRANT %s ON TABLE %s TO %s%s', a.privilege_type, $2::regclass,
@@ -163,23 +391,25 @@ export async function createShadowLike(
       [targetSql, shadowSql],
     );
     for (const { statement } of grants.rows) await client.query(statement);
-    const owner = await client.query<{ statement: string | null }>(
-      `SELECT CASE WHEN t.relowner <> s.relowner
-                   THEN format('ALTER TABLE %s OWNER TO %s', $2::regclass, quote_ident(pg_get_userbyid(t.relowner)))
-              END AS statement
-         FROM pg_class t, pg_class s
-        WHERE t.oid = $1::regclass AND s.oid = $2::regclass`,
-      [targetSql, shadowSql],
+    const differences = securityDifferences(
+      await readSecurity(client, targetSql),
+      await readSecurity(client, shadowSql),
+      { expected: targetSql, actual: "the shadow" },
+      "access",
     );
-    const alterOwner = owner.rows[0]?.statement;
-    if (alterOwner) await client.query(alterOwner);
+    if (differences !== "") {
+      throw new ShadowTableError(
+        "SecurityNotCopied",
+        `creating ${shadowRef}: the shadow does not carry the grants and owner of ${targetSql} (${differences}); nothing was created`,
+      );
+    }
   });
 }
 
 /**
- * Views and foreign keys that refer to `table`. PostgreSQL binds them to the table itself, not its
- * name, so after a rename they would follow the retired table: a swap refuses rather than leave
- * them silently reading old data.
+ * Views, foreign keys and other tables' row-level security policies that refer to `table`.
+ * PostgreSQL binds them to the table itself, not its name, so after a rename they would follow the
+ * retired table: a swap refuses rather than leave them silently reading (or judging by) old data.
  */
 async function dependents(db: pg.ClientBase, table: string): Promise<string[]> {
   const result = await db.query<{ what: string }>(
@@ -193,6 +423,12 @@ async function dependents(db: pg.ClientBase, table: string): Promise<string[]> {
      SELECT 'foreign key ' || quote_ident(conname) || ' of ' || conrelid::regclass::text
        FROM pg_constraint
       WHERE contype = 'f' AND confrelid = $1::regclass AND conrelid <> $1::regclass
+     UNION
+     SELECT 'row-level security policy ' || quote_ident(p.polname) || ' of ' || p.polrelid::regclass::text
+       FROM pg_depend d
+       JOIN pg_policy p ON p.oid = d.objid
+      WHERE d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_class'::regclass
+        AND d.refobjid = $1::regclass AND p.polrelid <> $1::regclass
       ORDER BY 1`,
     [table],
   );
@@ -209,6 +445,11 @@ async function dependents(db: pg.ClientBase, table: string): Promise<string[]> {
  * once the transaction commits, every query sees the new table, including the blocked ones
  * (PostgreSQL looks the name up again after a lock wait when the catalog changed under it). No
  * reader ever finds the name missing, and none sees a mixture: the renames commit together.
+ *
+ * Refuses (SecurityMismatch, renaming nothing) when the shadow does not carry what the target
+ * carries now: row-level security, policies, triggers, grants, owner and comments are compared, each
+ * table's read while it holds the target's name (so a policy's reference to its own table reads the
+ * same), since the target may have gained a policy or a trigger after the shadow was created.
  *
  * Returns "AlreadySwapped" when the swap had been committed before (the shadow is gone and the
  * retired table exists), so a step repeated after a crash is harmless.
@@ -229,6 +470,7 @@ export async function swap(
     outgoing: retired,
     done: "AlreadySwapped",
     applied: "Swapped",
+    compareSecurity: true,
   });
 }
 
@@ -256,6 +498,9 @@ export async function rollback(
     outgoing: displaced,
     done: "AlreadyRolledBack",
     applied: "RolledBack",
+    // A rollback restores the table as it was before the swap, security included; it is not held
+    // up by changes made to the swapped-in table since.
+    compareSecurity: false,
   });
 }
 
@@ -263,7 +508,16 @@ export async function rollback(
 async function exchange<D extends string, A extends string>(
   pool: pg.Pool,
   options: ShadowDdlOptions,
-  step: { what: string; live: string; incoming: string; outgoing: string; done: D; applied: A },
+  step: {
+    what: string;
+    live: string;
+    incoming: string;
+    outgoing: string;
+    done: D;
+    applied: A;
+    /** Refuse unless `incoming` carries what `live` does (TableSecurity). */
+    compareSecurity: boolean;
+  },
 ): Promise<D | A> {
   return inTransaction(pool, options, step.what, async (client) => {
     const live = await describeRelation(client, step.live);
@@ -302,9 +556,25 @@ async function exchange<D extends string, A extends string>(
         `${step.what}: ${blocking.join(", ")} refer to ${step.live} and would keep referring to the renamed table; drop them (and recreate them after the swap) or end shadow mode`,
       );
     }
+    const before = step.compareSecurity ? await readSecurity(client, liveSql) : undefined;
     await handOverSequences(client, liveSql, incomingSql);
     await client.query(`ALTER TABLE ${liveSql} RENAME TO ${quoteIdent(bareName(outgoingRef))}`);
     await client.query(`ALTER TABLE ${incomingSql} RENAME TO ${quoteIdent(live.name)}`);
+    if (before) {
+      // The incoming table now holds the live name: read it as the live table was read.
+      const differences = securityDifferences(
+        before,
+        await readSecurity(client, liveSql),
+        { expected: step.live, actual: incomingRef },
+        "all",
+      );
+      if (differences !== "") {
+        throw new ShadowTableError(
+          "SecurityMismatch",
+          `${step.what}: refused, since it would change who may read and write ${step.live}: ${differences}. Make ${incomingRef} carry the same row-level security, policies, triggers, grants, owner and comments as ${step.live} (or undo the change to ${step.live}); the swap is retried and nothing was renamed`,
+        );
+      }
+    }
     return step.applied;
   });
 }

@@ -62,6 +62,8 @@ const CONTROLLER_NEEDS: Permission[] = [
   { group: "", resource: "namespaces", verbs: ["get", "list", "watch"], scope: "cluster" },
   { group: "", resource: "secrets", verbs: ["get"], scope: "cluster" },
   { group: "batch", resource: "jobs", verbs: ["get", "create", "delete"], scope: "cluster", executor: "Job" },
+  // Why a runner Job's pod ended (OOMKilled, a signal, evicted), for the run's status.
+  { group: "", resource: "pods", verbs: ["list"], scope: "cluster", executor: "Job" },
   { group: "events.k8s.io", resource: "events", verbs: ["create", "patch"], scope: "cluster" },
   // Callers of /metrics and /api/registry, checked with the API server (controller/http/auth.ts).
   { group: "authentication.k8s.io", resource: "tokenreviews", verbs: ["create"], scope: "cluster" },

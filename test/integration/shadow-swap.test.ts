@@ -18,6 +18,7 @@ import {
 import {
   APPROVE_SWAP_ANNOTATION,
   decideShadow,
+  REQUESTED_BY_ANNOTATION,
   ROLLBACK_ANNOTATION,
   type ShadowDecision,
   type ShadowInput,
@@ -338,6 +339,8 @@ describe("shadow tables on PostgreSQL", () => {
         settings: { enabled: true, failedValidationsBeforeShadow: 3, retiredTableTtlSeconds: 3600 },
         status,
         annotations,
+        // The API server guards approvals (the ValidatingAdmissionPolicy shipped with the CRDs).
+        requestGuard: { installed: true },
         validations,
         fillRun,
         now: new Date(),
@@ -370,7 +373,7 @@ describe("shadow tables on PostgreSQL", () => {
     expect(await count(cycleTarget)).toBe(1);
     await reconcile();
     expect(status?.state).toBe("AwaitingApproval");
-    annotations = { [APPROVE_SWAP_ANNOTATION]: "approved-by-test" };
+    annotations = { [APPROVE_SWAP_ANNOTATION]: "approved-by-test", [REQUESTED_BY_ANNOTATION]: "dba" };
     await reconcile();
     expect(status?.state).toBe("Swapping");
     expect((await reconcile()).writeTable).toBe(cycleTarget);

@@ -122,10 +122,13 @@ describe("a tenant's file source", () => {
       expect(valid).toMatchObject({ status: "False", reason: "InvalidSpec" });
       expect(valid.message).toContain("spec.source.file.path");
       expect(valid.message).toMatch(reason);
-      const events = await admin
-        .makeApiClient(EventsV1Api)
-        .listNamespacedEvent({ namespace: tenant.namespace, fieldSelector: `regarding.name=${jobName}` });
-      expect(events.items.map((e) => e.reason)).toContain("InvalidSpec");
+      // The event follows the status write.
+      await eventually(`the InvalidSpec event of ${jobName}`, async () => {
+        const events = await admin
+          .makeApiClient(EventsV1Api)
+          .listNamespacedEvent({ namespace: tenant.namespace, fieldSelector: `regarding.name=${jobName}` });
+        return events.items.some((e) => e.reason === "InvalidSpec") ? true : undefined;
+      });
       // An invalid job gets no run, the manual request included.
       const runs = await admin.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
         ...RUNS,

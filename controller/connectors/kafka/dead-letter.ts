@@ -149,6 +149,9 @@ export const DEAD_LETTER_HEADERS = {
   partition: "syncgov.source.partition",
   offset: "syncgov.source.offset",
   timestamp: "syncgov.source.timestamp",
+  /** Set when the target refused the row: PostgreSQL's SQLSTATE, and the constraint it names. */
+  sqlState: "syncgov.error.sqlstate",
+  constraint: "syncgov.error.constraint",
 } as const;
 
 export interface MessageOrigin {
@@ -233,6 +236,40 @@ export function oversizedRowMessage(
   return { key: row.key, value: JSON.stringify(row.row), headers };
 }
 
+/**
+ * The dead letter of a row the target refused with a data error (../postgres/row-errors.ts): its
+ * reason header holds PostgreSQL's condition in CamelCase (CheckViolation, NotNullViolation, …) rather
+ * than a DeadLetterReason, its sqlstate header the SQLSTATE. The row as its buffer
+ * record would carry it (canonical JSON; masked columns masked), under its key, with the refusal's
+ * reason, SQLSTATE, column or constraint and message (no value), and where the row was read.
+ */
+export function refusedRowMessage(
+  row: { readonly key: string; readonly row: Row } & Partial<
+    Pick<MessageOrigin, "topic" | "partition" | "offset">
+  >,
+  refusal: {
+    readonly reason: string;
+    readonly sqlState: string;
+    readonly column?: string;
+    readonly constraint?: string;
+    readonly message: string;
+  },
+): Message {
+  const headers: IHeaders = {
+    [DEAD_LETTER_HEADERS.reason]: refusal.reason,
+    [DEAD_LETTER_HEADERS.message]: `the target refused the row: ${refusal.message}`,
+    [DEAD_LETTER_HEADERS.sqlState]: refusal.sqlState,
+  };
+  if (refusal.column !== undefined) headers[DEAD_LETTER_HEADERS.column] = refusal.column;
+  if (refusal.constraint !== undefined) headers[DEAD_LETTER_HEADERS.constraint] = refusal.constraint;
+  if (row.topic !== undefined && row.partition !== undefined && row.offset !== undefined) {
+    headers[DEAD_LETTER_HEADERS.topic] = row.topic;
+    headers[DEAD_LETTER_HEADERS.partition] = String(row.partition);
+    headers[DEAD_LETTER_HEADERS.offset] = row.offset;
+  }
+  return { key: row.key, value: JSON.stringify(row.row), headers };
+}
+
 export interface DeadLetterInfo {
   readonly reason: string;
   readonly column: string | undefined;
@@ -240,6 +277,9 @@ export interface DeadLetterInfo {
   readonly topic: string | undefined;
   readonly partition: number | undefined;
   readonly offset: string | undefined;
+  /** Set when the target refused the row. */
+  readonly sqlState?: string | undefined;
+  readonly constraint?: string | undefined;
 }
 
 /** Reads the error headers back from a dead-lettered message; undefined if it has none. */
@@ -254,5 +294,7 @@ export function readDeadLetterHeaders(headers: IHeaders | undefined): DeadLetter
     topic: headerText(headers?.[DEAD_LETTER_HEADERS.topic]),
     partition: partition === undefined ? undefined : Number(partition),
     offset: headerText(headers?.[DEAD_LETTER_HEADERS.offset]),
+    sqlState: headerText(headers?.[DEAD_LETTER_HEADERS.sqlState]),
+    constraint: headerText(headers?.[DEAD_LETTER_HEADERS.constraint]),
   };
 }

@@ -142,6 +142,12 @@ export interface KafkaSourceOptions {
    * and each partition stays with one member at a time, as with members in different processes.
    */
   readonly members?: number;
+  /**
+   * Called with the dead letters of a chunk once they are in the dead-letter topic and the chunk
+   * counts as taken (each message once, as counters().rejected counts it); their headers say why
+   * (dead-letter.ts readDeadLetterHeaders). Must not throw.
+   */
+  readonly onDeadLetters?: (messages: readonly Message[]) => void;
   /** Create the dead-letter topic at start if it does not exist; default true. */
   readonly createDeadLetterTopic?: boolean;
   /** Consumer session timeout; default 30 s. */
@@ -598,6 +604,7 @@ export class KafkaSource {
     }
     this.#read += chunk.size;
     this.#rejected += chunk.deadLetters.length;
+    if (chunk.deadLetters.length > 0) this.#options.onDeadLetters?.(chunk.deadLetters);
     if (outcome === "diverted") this.#diverted += rows.length;
     else this.#written += rows.length;
 

@@ -6,7 +6,7 @@
 
 import type pg from "pg";
 import { quoteTable } from "../../api/identifiers.ts";
-import type { Column, ColumnType } from "../record.ts";
+import type { Column, ColumnLimits, ColumnType } from "../record.ts";
 
 /** Anything that runs a parameterised statement: a Pool, a PoolClient or a Client. */
 export interface Queryable {
@@ -26,6 +26,11 @@ export interface TableColumnInfo {
   /** GENERATED ALWAYS AS IDENTITY: inserts cannot set it. */
   readonly identityAlways: boolean;
   readonly generated: boolean;
+  /**
+   * The type modifier (pg_attribute.atttypmod, or a domain's typtypmod): -1 when the type has none.
+   * varchar(n) holds n + 4, numeric(p,s) ((p << 16) | (s & 0x7ff)) + 4; see columnLimitsOf.
+   */
+  readonly typmod?: number;
 }
 
 export interface TableInfo {
@@ -59,6 +64,7 @@ export async function describeTable(db: Queryable, table: string): Promise<Table
     identity: boolean;
     identity_always: boolean;
     generated: boolean;
+    typmod: number;
   }>(
     `SELECT a.attname::text AS name,
             coalesce(base.typname, t.typname)::text AS pg_type,
@@ -66,7 +72,8 @@ export async function describeTable(db: Queryable, table: string): Promise<Table
             a.atthasdef AS has_default,
             a.attidentity <> '' AS identity,
             a.attidentity = 'a' AS identity_always,
-            a.attgenerated <> '' AS generated
+            a.attgenerated <> '' AS generated,
+            CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
        LEFT JOIN pg_type base ON t.typtype = 'd' AND base.oid = t.typbasetype
@@ -99,6 +106,7 @@ export async function describeTable(db: Queryable, table: string): Promise<Table
           identity: c.identity,
           identityAlways: c.identity_always,
           generated: c.generated,
+          typmod: c.typmod,
         },
       ]),
     ),
@@ -169,6 +177,39 @@ export function columnProblems(table: string, info: TableInfo, columns: readonly
     }
   }
   return problems;
+}
+
+/** PostgreSQL's VARHDRSZ, which a varchar's or numeric's type modifier counts in. */
+const VARHDRSZ = 4;
+
+/**
+ * The bounds a column's SQL type puts on its values beyond the row-model type, from the catalog:
+ * smallint's range, varchar(n)'s length, numeric(p,s)'s precision and scale. Undefined for a type
+ * with none the row model does not already keep (int4, int8, text, unconstrained numeric, …), and
+ * for a numeric whose scale is negative or beyond its precision (PostgreSQL 15's forms), which the
+ * target alone judges. What the type cannot say (CHECK constraints, a domain's own checks, unique
+ * indexes, triggers) only the target can judge.
+ */
+export function columnLimitsOf(column: TableColumnInfo): ColumnLimits | undefined {
+  const typmod = column.typmod ?? -1;
+  switch (column.pgType) {
+    case "int2":
+      return { sqlType: "smallint", integerRange: [-32768, 32767] };
+    case "varchar":
+      if (typmod < VARHDRSZ) return undefined;
+      return { sqlType: `character varying(${typmod - VARHDRSZ})`, maxLength: typmod - VARHDRSZ };
+    case "numeric": {
+      if (typmod < VARHDRSZ) return undefined;
+      const precision = ((typmod - VARHDRSZ) >> 16) & 0xffff;
+      // The scale is an 11-bit two's complement number (PostgreSQL 15 allows negative scales).
+      const raw = (typmod - VARHDRSZ) & 0x7ff;
+      const scale = raw >= 0x400 ? raw - 0x800 : raw;
+      if (scale < 0 || scale > precision) return undefined;
+      return { sqlType: `numeric(${precision},${scale})`, numeric: { precision, scale } };
+    }
+    default:
+      return undefined;
+  }
 }
 
 export function sameColumnSet(a: readonly string[], b: readonly string[]): boolean {

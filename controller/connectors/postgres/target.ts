@@ -37,6 +37,7 @@ import { quoteIdent, quoteTable } from "../../api/identifiers.ts";
 import { defineRowSchema, type Row, type RowSchema } from "../record.ts";
 import { columnProblems, describeTable, parameterType, sameColumnSet, type TableInfo } from "./catalog.ts";
 import { copyText, distinctKeys, type PreparedCopy } from "./copy-text.ts";
+import { bisectWrite, type RowRefusal, rowRefusalOf } from "./row-errors.ts";
 
 export interface PostgresTargetOptions {
   /** `table` or `schema.table`. */
@@ -51,6 +52,12 @@ export interface PostgresTargetOptions {
   readonly versionColumn?: string;
   /** Rows per statement; default 1000. */
   readonly batchSize?: number;
+}
+
+/** A row of an upsertSettingAside() the target refused, by its index in the rows given. */
+export interface RefusedRow {
+  readonly index: number;
+  readonly refusal: RowRefusal;
 }
 
 export interface UpsertResult {
@@ -238,6 +245,33 @@ export class PostgresTarget {
       written += await this.writeBatch(table, () => batch);
     }
     return { received: rows.length, written };
+  }
+
+  /**
+   * upsert(), except that a batch PostgreSQL refuses with a data error (SQLSTATE class 22 or 23:
+   * ./row-errors.ts) is split until the rows it refuses are found: those are returned with the
+   * refusal, by their index in `rows`, and every other row is written, in order. `failedWith` is the
+   * error the rows met as one batch already (an upsertChunk() of the same rows), so that batch is
+   * split at once. Rejects, as upsert() does, with any other error; a caller retrying then writes
+   * again rows written before it, which the upsert allows.
+   */
+  async upsertSettingAside(
+    rows: readonly Row[],
+    options: { readonly failedWith?: unknown } = {},
+  ): Promise<UpsertResult & { readonly refused: readonly RefusedRow[] }> {
+    const table = await this.typedColumns();
+    const refused: RefusedRow[] = [];
+    let written = 0;
+    for (let start = 0; start < rows.length; start += this.batchSize) {
+      const batch = rows.slice(start, start + this.batchSize);
+      const first = start === 0 && "failedWith" in options ? { failedWith: options.failedWith } : {};
+      const result = await bisectWrite(batch, (part) => this.writeBatch(table, () => part), first);
+      written += result.written;
+      for (const r of result.refused)
+        refused.push({ index: start + r.index, refusal: rowRefusalOf(r.error) });
+      if (result.refused.length > 0) this.meters.refused.add(result.refused.length, { table: this.table });
+    }
+    return { received: rows.length, written, refused };
   }
 
   /**
@@ -447,6 +481,7 @@ export class PostgresTarget {
 function targetMeters(): {
   readonly batches: Counter;
   readonly retries: Counter;
+  readonly refused: Counter;
   readonly duration: Histogram;
 } {
   const meter = metrics.getMeter("syncgov-runner");
@@ -456,6 +491,10 @@ function targetMeters(): {
     }),
     retries: meter.createCounter("syncgov_target_insert_retries_total", {
       description: "Copies and plain inserts that met an existing key and were written again as upserts",
+    }),
+    refused: meter.createCounter("syncgov_target_rows_refused_total", {
+      description:
+        "Rows a PostgreSQL target refused with a data error (SQLSTATE class 22 or 23), found by splitting their batch and set aside",
     }),
     duration: meter.createHistogram("syncgov_target_batch_duration_seconds", {
       description:

@@ -13,6 +13,7 @@ const effective = (over: Partial<EffectivePolicy>): EffectivePolicy => ({
   batchWindows: [],
   breaker: {},
   requiredMasking: [],
+  hashKeyRequired: false,
   violations: [],
   verdict: "Admit",
   ...over,
