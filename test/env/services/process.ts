@@ -83,6 +83,12 @@ export interface StartOptions {
   cwd?: string;
   uid?: number;
   gid?: number;
+  /**
+   * The signal that stops the server; default SIGTERM. PostgreSQL takes SIGINT: its SIGTERM is a
+   * "smart" shutdown that keeps serving open sessions until their clients leave, so a pooled client
+   * would go on writing to a server that is stopping.
+   */
+  stopSignal?: NodeJS.Signals;
 }
 
 /**
@@ -125,17 +131,17 @@ export class ProcessGroup {
     const index = this.procs.findIndex((p) => p.name === name);
     if (index < 0) throw new Error(`no process named ${name}`);
     const { child, opts } = this.procs[index]!;
-    await this.stopOne(child);
+    await this.stopOne(child, 10_000, opts.stopSignal);
     this.procs.splice(index, 1);
     if (downtimeMs > 0) await new Promise((r) => setTimeout(r, downtimeMs));
     return this.start(opts);
   }
 
-  /** Stops one process (its whole group): SIGTERM, then SIGKILL after `graceMs`. */
-  async stopOne(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  /** Stops one process (its whole group): `signal` (SIGTERM), then SIGKILL after `graceMs`. */
+  async stopOne(child: ChildProcess, graceMs = 10_000, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    signalGroup(child.pid, "SIGTERM");
+    signalGroup(child.pid, signal);
     const timer = setTimeout(() => child.pid !== undefined && signalGroup(child.pid, "SIGKILL"), graceMs);
     await exited;
     clearTimeout(timer);
@@ -149,7 +155,7 @@ export class ProcessGroup {
   }
 
   async stop(): Promise<void> {
-    for (const p of [...this.procs].reverse()) await this.stopOne(p.child);
+    for (const p of [...this.procs].reverse()) await this.stopOne(p.child, 10_000, p.opts.stopSignal);
     this.procs.length = 0;
     for (const c of this.cleanups.splice(0)) c();
     if (this.reaper?.pid) {
