@@ -350,6 +350,24 @@ describe("target column limits", () => {
     expect(integerDigitsAfterRounding("-99.95", 1)).toBe(3);
   });
 
+  it("needs no rounding to judge a decimal no longer than the integer digits allowed (the fast path)", () => {
+    const decimal = fc
+      .tuple(
+        fc.boolean(),
+        fc.stringMatching(/^(0|[1-9][0-9]{0,12})$/),
+        fc.option(fc.stringMatching(/^[0-9]{1,8}$/)),
+      )
+      .map(
+        ([negative, whole, fraction]) =>
+          `${negative ? "-" : ""}${whole}${fraction === null ? "" : `.${fraction}`}`,
+      );
+    fc.assert(
+      fc.property(decimal, fc.integer({ min: 0, max: 6 }), (value, scale) => {
+        expect(integerDigitsAfterRounding(value, scale)).toBeLessThanOrEqual(value.length);
+      }),
+    );
+  });
+
   it("names the column and the type, never the value", () => {
     const result = parseRecord(defineRowSchema([{ name: "id", type: "integer" }, varchar8], ["id"]), {
       id: 1,

@@ -337,7 +337,14 @@ export function limitProblem(
     const { precision, scale } = limits.numeric;
     if (value === "Infinity" || value === "-Infinity")
       return { reason: "OutOfRange", detail: `${limits.sqlType} cannot hold an infinite value` };
-    if (value !== "NaN" && integerDigitsAfterRounding(value, scale) > precision - scale)
+    // A canonical decimal has at least as many characters as integer digits after rounding (a carry
+    // needs a fraction, so a point and a digit), so a value no longer than the integer digits allowed
+    // fits: the common case costs one length check.
+    if (
+      value.length > precision - scale &&
+      value !== "NaN" &&
+      integerDigitsAfterRounding(value, scale) > precision - scale
+    )
       return {
         reason: "OutOfRange",
         detail: `number overflows ${limits.sqlType}: rounded to ${scale} decimal places it must be less than 10^${precision - scale} in absolute value`,

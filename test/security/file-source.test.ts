@@ -1,14 +1,13 @@
-import { spawn } from "node:child_process";
 import { mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api, CustomObjectsApi, EventsV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SYNCJOBS, SYNCRUNS } from "../../controller/kube/resource.ts";
+import { syncgovCli } from "../support/cli.ts";
 import { eventually, type RunningController, startController } from "../support/controller.ts";
 import { kubeConfig, testEnv } from "../support/env.ts";
 import { installCrds } from "../support/kubectl.ts";
-import { repoPath } from "../support/manifests.ts";
 import { createTenant, deleteTenant, type Tenant } from "../support/tenant.ts";
 
 /**
@@ -67,22 +66,8 @@ async function validCondition(name: string): Promise<Condition> {
   });
 }
 
-function syncgov(args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [repoPath("controller/cli.ts"), ...args], {
-      env: { ...process.env, SYNCGOV_FILE_ROOTS: "" },
-    });
-    let out = "";
-    child.stdout.on("data", (c) => {
-      out += c;
-    });
-    child.stderr.on("data", (c) => {
-      out += c;
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, out }));
-  });
-}
+/** `syncgov` offline: the granted roots come from --file-root or the default (/data). */
+const syncgov = (args: string[]) => syncgovCli(args, { SYNCGOV_FILE_ROOTS: "" });
 
 beforeAll(async () => {
   await installCrds();

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,10 +5,10 @@ import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { Kafka, logLevel } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SYNCJOBS, SYNCRUNS } from "../../controller/kube/resource.ts";
+import { syncgovCli } from "../support/cli.ts";
 import { eventually, type RunningController, startController } from "../support/controller.ts";
 import { kubeConfig, testEnv } from "../support/env.ts";
 import { installCrds } from "../support/kubectl.ts";
-import { repoPath } from "../support/manifests.ts";
 import { createTenant, deleteTenant, type Tenant } from "../support/tenant.ts";
 
 /**
@@ -181,15 +180,7 @@ describe("syncgov validate, offline", () => {
     const file = join(dir, "job.yaml");
     const job = realtimeJob("orders", { bufferTopic: "syncgov.buffer.payments.orders" });
     writeFileSync(file, JSON.stringify({ ...job, metadata: { ...job.metadata, namespace: "shop" } }));
-    const result = await new Promise<{ code: number; out: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, [repoPath("controller/cli.ts"), "validate", file]);
-      let out = "";
-      child.stdout.on("data", (c) => {
-        out += c;
-      });
-      child.on("error", reject);
-      child.on("close", (code) => resolve({ code: code ?? -1, out }));
-    });
+    const result = await syncgovCli(["validate", file]);
     expect(result.code).toBe(1);
     expect(result.out).toContain("spec.bufferTopic: must start with syncgov.buffer.shop.");
   });

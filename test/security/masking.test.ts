@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,10 +6,10 @@ import { CoreV1Api, CustomObjectsApi, EventsV1Api } from "@kubernetes/client-nod
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../../controller/kube/resource.ts";
+import { syncgovCli } from "../support/cli.ts";
 import { eventually, type RunningController, startController } from "../support/controller.ts";
 import { kubeConfig, testEnv } from "../support/env.ts";
 import { installCrds } from "../support/kubectl.ts";
-import { repoPath } from "../support/manifests.ts";
 import { createTenant, deleteTenant, type Tenant } from "../support/tenant.ts";
 
 /**
@@ -251,15 +250,7 @@ describe("a tenant's regexReplace pattern", () => {
       file,
       JSON.stringify({ ...manifest, metadata: { ...manifest.metadata, namespace: "shop" } }),
     );
-    const result = await new Promise<{ code: number; out: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, [repoPath("controller/cli.ts"), "validate", file]);
-      let out = "";
-      child.stdout.on("data", (c) => {
-        out += c;
-      });
-      child.on("error", reject);
-      child.on("close", (code) => resolve({ code: code ?? -1, out }));
-    });
+    const result = await syncgovCli(["validate", file]);
     expect(result.code).toBe(1);
     expect(result.out).toContain("spec.masking[0].pattern: not a pattern RE2 can run: it uses lookaround");
   });

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,10 +5,11 @@ import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api } from "@ku
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { SYNCJOBS, SYNCPOLICIES, SYNCRUNS } from "../../controller/kube/resource.ts";
+import { syncgovCli } from "../support/cli.ts";
 import { eventually, type RunningController, startController } from "../support/controller.ts";
 import { kubeConfig } from "../support/env.ts";
 import { installCrds } from "../support/kubectl.ts";
-import { loadYaml, repoPath } from "../support/manifests.ts";
+import { loadYaml } from "../support/manifests.ts";
 import { createTenant, deleteTenant, type Tenant } from "../support/tenant.ts";
 
 /**
@@ -144,23 +144,8 @@ async function runPhases(tenant: Tenant, jobName: string): Promise<(string | und
   return runs.items.map((r) => r.status?.phase);
 }
 
-function syncgov(args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [repoPath("controller/cli.ts"), ...args], {
-      // Offline: no cluster to ask.
-      env: { ...process.env, KUBECONFIG: "/nonexistent" },
-    });
-    let out = "";
-    child.stdout.on("data", (c) => {
-      out += c;
-    });
-    child.stderr.on("data", (c) => {
-      out += c;
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, out }));
-  });
-}
+/** `syncgov` offline: no cluster to ask. */
+const syncgov = (args: string[]) => syncgovCli(args, { KUBECONFIG: "/nonexistent" });
 
 beforeAll(async () => {
   await installCrds();
