@@ -92,7 +92,7 @@ export const SyncPolicySpec = withRules(
         })
         .optional()
         .describe(
-          "Limits on running SyncRuns; runs over a limit wait Queued. Realtime sessions neither count nor wait. The lowest limit of the matching policies applies.",
+          "Limits on running SyncRuns; runs over a limit wait Queued. Realtime sessions count and wait like any run (one session per job), but a job's own session does not hold back that job's other runs. The lowest limit of the matching policies applies.",
         ),
       ttl: z
         .strictObject({
