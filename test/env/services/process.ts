@@ -27,19 +27,25 @@ export function runCommand(
     const child = spawn(command, [...args], {
       ...(options.cwd ? { cwd: options.cwd } : {}),
       ...(options.env ? { env: options.env } : {}),
-      stdio: ["pipe", "pipe", "pipe"],
+      // Without input, stdin is /dev/null: a command that exits before reading it leaves no pipe to
+      // break (writing "" to an exited child failed with EPIPE, uncaught).
+      stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
     });
     let stdout = "";
     let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
       stdout += chunk;
     });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       stderr += chunk;
     });
     child.once("error", (error) => resolve({ code: null, stdout, stderr: `${stderr}${String(error)}` }));
     child.once("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(options.input ?? "");
+    if (child.stdin) {
+      // A command may exit without reading all its input: its exit code says how it went.
+      child.stdin.on("error", () => {});
+      child.stdin.end(options.input);
+    }
   });
 }
 
